@@ -1,0 +1,292 @@
+"""Train one (dataset, n, fold) model and extract the held-out fold's features.
+
+Images stay uint8 in memory (``(N, H, W)`` grey or ``(N, 3, H, W)`` colour) and are
+converted, expanded to 3 channels and ImageNet-normalised on the device, batch by batch; no
+image is decoded twice and no DataLoader workers are started. On CUDA the model runs
+``channels_last`` under bf16 autocast with cuDNN autotuning; on the CPU it uses the job's
+threads. The last epoch's held-out evaluation is also the feature extraction, so no pass is
+repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from hetcv.io import atomic_path, write_csv, write_parquet
+from hetcv.models import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, BackTopNet, build_model
+
+log = logging.getLogger(__name__)
+FEATURE_COLUMNS = [f"f{index:03d}" for index in range(FEATURE_DIM)]
+EVAL_BATCH_SIZE = 512
+
+
+@dataclass
+class FoldResult:
+    """What training one fold produces."""
+
+    model: BackTopNet
+    history: pd.DataFrame  # one row per epoch
+    outputs: np.ndarray  # (n_held_out, n_outputs) float32, raw head outputs
+    features: np.ndarray  # (n_held_out, 512) float32, back-model output
+
+
+def select_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class InputPipeline:
+    """uint8 images → normalised float batches on the device."""
+
+    def __init__(self, images: np.ndarray, device: torch.device):
+        self.images = torch.from_numpy(images)
+        if device.type == "cuda":
+            self.images = self.images.pin_memory()
+        self.device = device
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        pixels = self.images[index].to(self.device, non_blocking=True)
+        if pixels.ndim == 3:
+            pixels = pixels.unsqueeze(1).expand(-1, 3, -1, -1)
+        batch = (pixels.float().div_(255.0) - self.mean) / self.std
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+
+def training_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches of indices; a last batch of one sample joins the previous one.
+
+    (Batch norm cannot train on a batch of one once the feature map is 1×1.)
+    """
+    batches = list(torch.randperm(n, generator=generator).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def fit_fold(
+    images: np.ndarray,
+    targets: np.ndarray,
+    train_index: np.ndarray,
+    test_index: np.ndarray,
+    *,
+    task: str,
+    n_outputs: int,
+    arch: str,
+    pretrained: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device | None = None,
+) -> FoldResult:
+    """Train on ``train_index``, evaluate on ``test_index`` after every epoch.
+
+    ``targets``: class indices ``0..n_outputs-1`` (classification) or values (regression,
+    standardised internally with the training mean and sd). Raw outputs are returned in
+    target units for regression.
+    """
+    device = device or select_device()
+    cuda = device.type == "cuda"
+    torch.manual_seed(seed)
+    model = build_model(arch, n_outputs, pretrained).to(device)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    pipeline = InputPipeline(images, device)
+
+    classification = task == "classification"
+    y = torch.as_tensor(targets, dtype=torch.long if classification else torch.float32)
+    if classification:
+        loss_fn = nn.CrossEntropyLoss()
+        shift, scale = 0.0, 1.0
+    else:
+        mse = nn.MSELoss()
+
+        def loss_fn(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return mse(outputs.squeeze(1), target)
+
+        shift = float(y[train_index].mean())
+        scale = float(y[train_index].std()) or 1.0
+        y = (y - shift) / scale
+    y = y.to(device)
+    train_rows = torch.as_tensor(train_index)
+    test_rows = torch.as_tensor(test_index)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+    history = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        loss_sum = 0.0
+        for batch in training_batches(len(train_rows), batch_size, generator):
+            rows = train_rows[batch]
+            with autocast:
+                outputs, _ = model(pipeline.batch(rows))
+                loss = loss_fn(outputs.float(), y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(rows)
+        outputs, features = evaluate(model, pipeline, test_rows, autocast)
+        heldout = y[test_rows].cpu()
+        raw = torch.from_numpy(outputs)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / len(train_rows),
+            "heldout_loss": float(loss_fn(raw, heldout)),
+            "seconds": time.perf_counter() - started,
+        }
+        if classification:
+            row["heldout_accuracy"] = float((raw.argmax(1) == heldout).float().mean())
+        else:
+            row["heldout_rmse"] = float(((raw.squeeze(1) - heldout) * scale).pow(2).mean().sqrt())
+        log.info("epoch %s", row)
+        history.append(row)
+    if not classification:
+        outputs = outputs * scale + shift
+    return FoldResult(model.cpu(), pd.DataFrame(history), outputs, features)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: BackTopNet, pipeline: InputPipeline, rows: torch.Tensor, autocast
+) -> tuple[np.ndarray, np.ndarray]:
+    """Head outputs and back-model features of ``rows``, as float32 arrays."""
+    model.eval()
+    outputs, features = [], []
+    for batch in rows.split(EVAL_BATCH_SIZE):
+        with autocast:
+            out, feat = model(pipeline.batch(batch))
+        outputs.append(out.float().cpu())
+        features.append(feat.float().cpu())
+    return torch.cat(outputs).numpy(), torch.cat(features).numpy()
+
+
+def held_out_table(
+    manifest: pd.DataFrame,
+    test_index: np.ndarray,
+    fold: int,
+    task: str,
+    classes: np.ndarray,
+    outputs: np.ndarray,
+    features: np.ndarray,
+) -> pd.DataFrame:
+    """The ``features.parquet`` table: one row per held-out sample.
+
+    Columns: ``sample_id``, ``fold``, ``target``, ``prediction`` (binary: probability of the
+    positive class; multi-class: probability of the predicted class; regression: predicted
+    value), ``predicted_label`` and ``correct`` (classification) or ``sq_error``
+    (regression), then ``f000`` … ``f511`` (float32 back-model features).
+    """
+    held_out = manifest.iloc[test_index]
+    table = pd.DataFrame(
+        {
+            "sample_id": held_out["sample_id"].to_numpy(),
+            "fold": np.full(len(test_index), fold, dtype=np.int64),
+            "target": held_out["target"].to_numpy(),
+        }
+    )
+    if task == "classification":
+        probability = torch.softmax(torch.from_numpy(outputs), dim=1).numpy()
+        predicted = classes[probability.argmax(1)]
+        if len(classes) == 2:
+            table["prediction"] = probability[:, 1].astype(np.float64)
+        else:
+            table["prediction"] = probability.max(1).astype(np.float64)
+        table["predicted_label"] = predicted
+        table["correct"] = predicted == table["target"].to_numpy()
+    else:
+        table["prediction"] = outputs[:, 0].astype(np.float64)
+        table["sq_error"] = (table["prediction"] - table["target"]) ** 2
+    feature_frame = pd.DataFrame(features.astype(np.float32), columns=FEATURE_COLUMNS)
+    return pd.concat([table, feature_frame], axis=1)
+
+
+def run_train_job(
+    *,
+    images: str,
+    manifest: str,
+    split: str,
+    fold: int,
+    out_model: str,
+    out_features: str,
+    out_history: str,
+    threads: int,
+    task: str,
+    model: str,
+    pretrained: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> None:
+    """The train rule: read the prepared data and split, train, write the three outputs."""
+    torch.set_num_threads(max(1, threads))
+    pixels = np.load(images, mmap_mode="r")
+    table = pd.read_parquet(manifest)
+    assignment = pd.read_parquet(split)
+    train_index = assignment.loc[assignment["fold"] != fold, "index"].to_numpy()
+    test_index = assignment.loc[assignment["fold"] == fold, "index"].to_numpy()
+    rows = np.sort(assignment["index"].to_numpy())
+    # Only the sample's images are loaded; indices are remapped into that subset.
+    subset = np.ascontiguousarray(pixels[rows])
+    position = {row: i for i, row in enumerate(rows)}
+    local_train = np.array([position[row] for row in train_index])
+    local_test = np.array([position[row] for row in test_index])
+
+    target = table["target"].to_numpy()[rows]
+    if task == "classification":
+        classes, encoded = np.unique(table["target"].to_numpy(), return_inverse=True)
+        targets, n_outputs = encoded[rows], len(classes)
+    else:
+        classes, targets, n_outputs = np.array([]), target.astype(np.float32), 1
+    device = select_device()
+    log.info(
+        "fold %d: %d train, %d held out, device %s, %d threads",
+        fold,
+        len(train_index),
+        len(test_index),
+        device,
+        torch.get_num_threads(),
+    )
+    result = fit_fold(
+        subset,
+        targets,
+        local_train,
+        local_test,
+        task=task,
+        n_outputs=n_outputs,
+        arch=model,
+        pretrained=pretrained,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+    )
+    features = held_out_table(
+        table, test_index, fold, task, classes, result.outputs, result.features
+    )
+    checkpoint = {
+        "arch": model,
+        "task": task,
+        "classes": classes.tolist(),
+        "image_size": int(pixels.shape[-1]),
+        "state_dict": result.model.state_dict(),
+    }
+    with atomic_path(out_model) as temporary:
+        torch.save(checkpoint, temporary)
+    write_csv(result.history, out_history)
+    write_parquet(features, out_features)

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from hetcv.errors import HetcvError
+from hetcv.splits import make_split, nested_order, resolve_sample_sizes, strata
+
+
+def imbalanced_labels(n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.choice([0, 1, 2], size=n, p=[0.6, 0.3, 0.1])
+
+
+def test_every_prefix_of_the_nested_order_is_stratified():
+    labels = imbalanced_labels()
+    order = nested_order(labels, seed=3)
+    assert sorted(order) == list(range(len(labels)))
+    for n in (10, 50, 100, 333, 1000):
+        counts = np.bincount(labels[order[:n]], minlength=3)
+        expected = n * np.bincount(labels, minlength=3) / len(labels)
+        assert np.all(np.abs(counts - expected) < 2), (n, counts, expected)
+
+
+def test_smaller_samples_lie_inside_larger_ones():
+    labels = imbalanced_labels()
+    samples = {
+        n: set(make_split(labels, "classification", n, 4, order_seed=7, fold_seed=n)["index"])
+        for n in (100, 300, 500, 1000)
+    }
+    assert samples[100] < samples[300] < samples[500] < samples[1000]
+
+
+def test_folds_are_stratified_and_partition_the_sample():
+    labels = imbalanced_labels()
+    split = make_split(labels, "classification", 400, 4, order_seed=1, fold_seed=2)
+    assert len(split) == 400 and split["index"].is_unique
+    assert sorted(split["fold"].unique()) == [0, 1, 2, 3]
+    sample_labels = labels[split["index"]]
+    for fold in range(4):
+        in_fold = sample_labels[split["fold"].to_numpy() == fold]
+        assert len(in_fold) == 100
+        counts = np.bincount(in_fold, minlength=3)
+        expected = np.bincount(sample_labels, minlength=3) / 4
+        assert np.all(np.abs(counts - expected) <= 1)
+
+
+def test_regression_strata_are_quantile_bins():
+    target = np.arange(100, dtype=float)
+    bins = strata(target, "regression", bins=4)
+    assert np.array_equal(np.bincount(bins), [25, 25, 25, 25])
+    assert bins[0] == 0 and bins[-1] == 3
+
+
+def test_regression_split_keeps_the_target_distribution():
+    target = np.random.default_rng(0).gamma(2.0, 30.0, size=2000)
+    split = make_split(target, "regression", 200, 4, order_seed=0, fold_seed=0)
+    sample = target[split["index"]]
+    assert abs(np.median(sample) - np.median(target)) < 0.1 * np.median(target)
+
+
+def test_split_is_deterministic_and_depends_on_the_seed():
+    labels = imbalanced_labels()
+    first = make_split(labels, "classification", 300, 4, order_seed=5, fold_seed=6)
+    again = make_split(labels, "classification", 300, 4, order_seed=5, fold_seed=6)
+    other = make_split(labels, "classification", 300, 4, order_seed=8, fold_seed=6)
+    assert first.equals(again)
+    assert not first.equals(other)
+
+
+def test_named_sample_sizes_resolve_against_the_dataset():
+    assert resolve_sample_sizes([100, "half", "all"], 1667, 4, "k") == [100, 833, 1667]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ([5000], "datasets.x.sample_sizes: 5000 is larger than the dataset (1667 samples)"),
+        ([6], "datasets.x.sample_sizes: 6 is too small for 4 folds"),
+        ([1667, "all"], "resolve to repeated sizes"),
+    ],
+)
+def test_bad_sample_sizes_name_the_key(sizes, message):
+    with pytest.raises(HetcvError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve_sample_sizes(sizes, 1667, 4, "datasets.x.sample_sizes")

@@ -1,0 +1,99 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hetcv.train import FEATURE_COLUMNS, fit_fold, held_out_table, training_batches
+
+
+def bright_half_images(n=96, seed=0):
+    """Class 1: bright top half; class 0: bright bottom half; plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 60, size=(n, 32, 32)).astype(np.uint8)
+    images[labels == 1, :16] += 180
+    images[labels == 0, 16:] += 180
+    return images, labels
+
+
+def fit(images, targets, task, n_outputs, seed=0, epochs=3):
+    index = np.arange(len(images))
+    return fit_fold(
+        images,
+        targets,
+        index[index % 4 != 0],
+        index[index % 4 == 0],
+        task=task,
+        n_outputs=n_outputs,
+        arch="resnet18",
+        pretrained="none",
+        epochs=epochs,
+        batch_size=16,
+        lr=1e-3,
+        seed=seed,
+        device=torch.device("cpu"),
+    )
+
+
+def test_training_learns_an_easy_task_and_records_each_epoch():
+    torch.set_num_threads(2)
+    images, labels = bright_half_images()
+    result = fit(images, labels, "classification", 2)
+    assert list(result.history["epoch"]) == [1, 2, 3]
+    assert result.history["heldout_accuracy"].iloc[-1] >= 0.9
+    assert result.outputs.shape == (24, 2) and result.features.shape == (24, 512)
+    assert (result.outputs.argmax(1) == labels[::4]).mean() >= 0.9
+
+
+def test_regression_outputs_are_in_target_units():
+    images, labels = bright_half_images(n=64)
+    targets = (labels * 100 + 50).astype(np.float32)
+    result = fit(images, targets, "regression", 1, epochs=4)
+    assert result.outputs.shape == (16, 1)
+    assert 0 < result.outputs.mean() < 200
+    assert np.sqrt(np.mean((result.outputs[:, 0] - targets[::4]) ** 2)) < 50
+    assert "heldout_rmse" in result.history
+
+
+def test_same_seed_gives_identical_features_on_cpu():
+    images, labels = bright_half_images(n=32)
+    first = fit(images, labels, "classification", 2, seed=5, epochs=1)
+    again = fit(images, labels, "classification", 2, seed=5, epochs=1)
+    other = fit(images, labels, "classification", 2, seed=6, epochs=1)
+    assert np.array_equal(first.features, again.features)
+    assert not np.array_equal(first.features, other.features)
+
+
+def test_a_last_batch_of_one_joins_the_previous_batch():
+    batches = training_batches(33, 16, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [16, 17]
+    assert sorted(torch.cat(batches).tolist()) == list(range(33))
+
+
+@pytest.mark.parametrize(
+    ("task", "classes", "outputs", "expected"),
+    [
+        (
+            "classification",
+            np.array([0, 1]),
+            np.array([[0.0, np.log(3)], [np.log(3), 0.0]]),
+            {"prediction": [0.75, 0.25], "predicted_label": [1, 0], "correct": [True, True]},
+        ),
+        (
+            "regression",
+            np.array([]),
+            np.array([[2.5], [0.0]]),
+            {"prediction": [2.5, 0.0], "sq_error": [1.5**2, 0.0]},
+        ),
+    ],
+)
+def test_held_out_table_schema_and_values(task, classes, outputs, expected):
+    manifest = pd.DataFrame({"sample_id": ["a", "b", "c"], "target": [0, 1, 0]})
+    features = np.arange(2 * 512, dtype=np.float32).reshape(2, 512)
+    table = held_out_table(manifest, np.array([1, 2]), 3, task, classes, outputs, features)
+    assert list(table.columns[:3]) == ["sample_id", "fold", "target"]
+    assert list(table.columns[-512:]) == FEATURE_COLUMNS
+    assert list(table["sample_id"]) == ["b", "c"] and set(table["fold"]) == {3}
+    for column, values in expected.items():
+        assert np.allclose(table[column].astype(float), values), column
+    assert table["f511"].dtype == np.float32 and table["f511"].iloc[1] == 1023

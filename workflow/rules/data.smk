@@ -1,0 +1,27 @@
+rule prepare:
+    output:
+        images="results/{dataset}/data/images.npy",
+        manifest="results/{dataset}/data/manifest.parquet",
+    log:
+        "logs/prepare/{dataset}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        prepare=prepare_params,
+    script:
+        "../scripts/prepare.py"
+
+
+rule split:
+    input:
+        manifest="results/{dataset}/data/manifest.parquet",
+    output:
+        split="results/{dataset}/splits/n{n}.parquet",
+    log:
+        "logs/split/{dataset}/n{n}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        split=split_params,
+    script:
+        "../scripts/split.py"
