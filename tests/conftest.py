@@ -37,6 +37,19 @@ TINY_STUDY = {
             "train": {"epochs": 1, "batch_size": 16, "lr": 0.001},
         },
     },
+    "clustering": {
+        "pca_components": 10,
+        "algorithms": ["kmeans", "fcm", "gmm"],
+        "k": [2, 3, 4],
+        "repeats": 3,
+        "fcm": {"m": 2.0, "error": 1.0e-5, "maxiter": 300},
+        "selected": {"algorithm": "fcm", "k": 3},
+        "null_permutations": 99,
+        "bootstrap": 200,
+        "within": "all",
+        "error_aware": False,
+    },
+    "metric": {"nrmse_normalizer": "range"},
 }
 
 

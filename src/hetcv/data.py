@@ -82,6 +82,11 @@ def load_source(source: dict, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
     raise HetcvError(f"source.kind: {kind!r} is not supported (supported: digits)")
 
 
+def source_has_subgroups(source: dict) -> bool:
+    """Whether a source's manifest carries a ``subgroup`` column (known before preparing)."""
+    return source["kind"] == "digits" and source["variant"] == "udigits"
+
+
 def count_samples(source: dict, seed: int) -> int:
     """How many samples a source holds, for resolving ``half`` / ``all`` at DAG-build time."""
     return len(load_source(source, seed)[1])

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torchvision import models
 
+from hetcv.columns import FEATURE_DIM
 from hetcv.errors import HetcvError
 
 ARCHITECTURES = ("resnet18", "vgg16")
-FEATURE_DIM = 512
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Keys of torchvision's own classifier, which a checkpoint may carry and hetcv replaces.

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hetcv.columns import FEATURE_COLUMNS
 from hetcv.io import atomic_path, write_csv, write_parquet
-from hetcv.models import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, BackTopNet, build_model
+from hetcv.models import IMAGENET_MEAN, IMAGENET_STD, BackTopNet, build_model
 
 log = logging.getLogger(__name__)
-FEATURE_COLUMNS = [f"f{index:03d}" for index in range(FEATURE_DIM)]
 EVAL_BATCH_SIZE = 512
 
 
@@ -177,6 +177,7 @@ def evaluate(
 def held_out_table(
     manifest: pd.DataFrame,
     test_index: np.ndarray,
+    n: int,
     fold: int,
     task: str,
     classes: np.ndarray,
@@ -185,15 +186,17 @@ def held_out_table(
 ) -> pd.DataFrame:
     """The ``features.parquet`` table: one row per held-out sample.
 
-    Columns: ``sample_id``, ``fold``, ``target``, ``prediction`` (binary: probability of the
+    Columns: ``sample_id``, ``n``, ``fold``, ``target``, ``prediction`` (binary: probability of the
     positive class; multi-class: probability of the predicted class; regression: predicted
     value), ``predicted_label`` and ``correct`` (classification) or ``sq_error``
-    (regression), then ``f000`` … ``f511`` (float32 back-model features).
+    (regression), ``loss`` (cross-entropy of the true class, or the squared error), then
+    ``f000`` … ``f511`` (float32 back-model features).
     """
     held_out = manifest.iloc[test_index]
     table = pd.DataFrame(
         {
             "sample_id": held_out["sample_id"].to_numpy(),
+            "n": np.full(len(test_index), n, dtype=np.int64),
             "fold": np.full(len(test_index), fold, dtype=np.int64),
             "target": held_out["target"].to_numpy(),
         }
@@ -207,9 +210,13 @@ def held_out_table(
             table["prediction"] = probability.max(1).astype(np.float64)
         table["predicted_label"] = predicted
         table["correct"] = predicted == table["target"].to_numpy()
+        true_class = np.searchsorted(classes, table["target"].to_numpy())
+        picked = probability[np.arange(len(table)), true_class]
+        table["loss"] = -np.log(np.clip(picked, 1e-12, None)).astype(np.float64)
     else:
         table["prediction"] = outputs[:, 0].astype(np.float64)
         table["sq_error"] = (table["prediction"] - table["target"]) ** 2
+        table["loss"] = table["sq_error"]
     feature_frame = pd.DataFrame(features.astype(np.float32), columns=FEATURE_COLUMNS)
     return pd.concat([table, feature_frame], axis=1)
 
@@ -219,6 +226,7 @@ def run_train_job(
     images: str,
     manifest: str,
     split: str,
+    n: int,
     fold: int,
     out_model: str,
     out_features: str,
@@ -277,7 +285,7 @@ def run_train_job(
         device=device,
     )
     features = held_out_table(
-        table, test_index, fold, task, classes, result.outputs, result.features
+        table, test_index, n, fold, task, classes, result.outputs, result.features
     )
     checkpoint = {
         "arch": model,

@@ -90,10 +90,11 @@ def test_a_last_batch_of_one_joins_the_previous_batch():
 def test_held_out_table_schema_and_values(task, classes, outputs, expected):
     manifest = pd.DataFrame({"sample_id": ["a", "b", "c"], "target": [0, 1, 0]})
     features = np.arange(2 * 512, dtype=np.float32).reshape(2, 512)
-    table = held_out_table(manifest, np.array([1, 2]), 3, task, classes, outputs, features)
-    assert list(table.columns[:3]) == ["sample_id", "fold", "target"]
+    table = held_out_table(manifest, np.array([1, 2]), 300, 3, task, classes, outputs, features)
+    assert list(table.columns[:4]) == ["sample_id", "n", "fold", "target"]
     assert list(table.columns[-512:]) == FEATURE_COLUMNS
     assert list(table["sample_id"]) == ["b", "c"] and set(table["fold"]) == {3}
+    assert set(table["n"]) == {300}
     for column, values in expected.items():
         assert np.allclose(table[column].astype(float), values), column
     assert table["f511"].dtype == np.float32 and table["f511"].iloc[1] == 1023

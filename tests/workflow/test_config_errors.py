@@ -1,7 +1,6 @@
 import copy
 
 import pytest
-
 from conftest import TINY_STUDY, job_counts, make_workdir, snakemake, write_config
 
 

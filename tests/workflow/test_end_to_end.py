@@ -1,8 +1,10 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import TINY_STUDY
 
+from hetcv.stats import wilson_interval
 from hetcv.train import FEATURE_COLUMNS
 
 
@@ -57,13 +59,15 @@ def test_classification_features_schema_and_accuracy_beats_chance(tiny_study):
         for n, _, d in fold_dirs(tiny_study, "udigits")
         if n == 400
     )
-    assert list(features.columns[:7]) == [
+    assert list(features.columns[:9]) == [
         "sample_id",
+        "n",
         "fold",
         "target",
         "prediction",
         "predicted_label",
         "correct",
+        "loss",
         "f000",
     ]
     assert features["prediction"].between(0, 1).all()
@@ -74,7 +78,15 @@ def test_classification_features_schema_and_accuracy_beats_chance(tiny_study):
 
 def test_regression_features_carry_squared_errors(tiny_study):
     features = pd.read_parquet(tiny_study / "results/digitvalue/n100/fold0/features.parquet")
-    assert list(features.columns[:5]) == ["sample_id", "fold", "target", "prediction", "sq_error"]
+    assert list(features.columns[:7]) == [
+        "sample_id",
+        "n",
+        "fold",
+        "target",
+        "prediction",
+        "sq_error",
+        "loss",
+    ]
     assert np.allclose(features["sq_error"], (features["prediction"] - features["target"]) ** 2)
 
 
@@ -82,3 +94,74 @@ def test_train_jobs_are_benchmarked(tiny_study):
     tables = list((tiny_study / "benchmarks/train").rglob("*.tsv"))
     assert len(tables) == 4 + 2
     assert all(pd.read_csv(t, sep="\t")["s"].iloc[0] > 0 for t in tables)
+
+
+def test_summaries_aggregate_the_fold_tables(tiny_study):
+    summary = tiny_study / "results/udigits/summary"
+    runs = pd.concat(
+        pd.read_parquet(d / f"cluster_runs_{algorithm}.parquet")
+        for _, _, d in fold_dirs(tiny_study, "udigits")
+        for algorithm in TINY_STUDY["clustering"]["algorithms"]
+    )
+    cv = pd.read_parquet(summary / "cv.parquet")
+    assert len(cv) == 3 * 3 * 2  # algorithms × k × sample sizes
+    row = cv[(cv["algorithm"] == "fcm") & (cv["k"] == 3) & (cv["n"] == 400)].iloc[0]
+    runs = runs[(runs["algorithm"] == "fcm") & (runs["k"] == 3) & (runs["n"] == 400)]
+    assert row["cv"] == pytest.approx(runs["cv"].mean())
+    null = np.vstack(runs["null_cv"].to_numpy()).mean(axis=0)
+    assert row["null_cv"] == pytest.approx(null.mean())
+    assert row["excess_cv"] == pytest.approx(row["cv"] - null.mean())
+    assert row["p_value"] == pytest.approx((1 + (null >= row["cv"]).sum()) / (1 + len(null)))
+    assert row["cv_ci_low"] <= row["cv_ci_high"]  # bootstrap CI for the selected clustering
+    assert row["test_metric"] == pytest.approx(runs.groupby("fold")["fold_metric"].first().mean())
+    clusters = pd.read_parquet(summary / "clusters.parquet")
+    selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
+    assert selected.groupby("n")["size_pct"].sum().round(6).eq(100).all()
+    stats = pd.concat(
+        pd.read_parquet(d / "cluster_stats_fcm.parquet")
+        for n, _, d in fold_dirs(tiny_study, "udigits")
+        if n == 400
+    )
+    pooled = (
+        stats[stats["k"] == 3]
+        .groupby(["cluster", "repeat"])[["score_sum", "size"]]
+        .sum()
+        .groupby("cluster")
+        .mean()
+    )
+    worst = selected[selected["n"] == 400].iloc[-1]
+    assert (worst["ci_low"], worst["ci_high"]) == pytest.approx(
+        wilson_interval(*pooled.loc[2, ["score_sum", "size"]])
+    )
+    table1 = pd.read_parquet(summary / "table1.parquet")
+    assert len(table1[(table1["algorithm"] == "fcm") & (table1["k"] == 3)]) == 3 * 2
+    subgroups = pd.read_parquet(summary / "subgroups.parquet")
+    assert set(subgroups["subgroup"]) == set(range(10))
+    assert subgroups["auroc"].between(0, 1).all()
+    correlation = pd.read_parquet(summary / "correlation.parquet")
+    assert list(correlation["level"]) == ["sample_size", "fold"]
+    assert list(correlation["n_points"]) == [2, 4]
+
+
+def test_regression_summary_uses_bootstrap_cluster_intervals(tiny_study):
+    clusters = pd.read_parquet(tiny_study / "results/digitvalue/summary/clusters.parquet")
+    selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
+    assert (selected["ci_method"] == "bootstrap").all()
+    assert (selected["metric"] <= 1).all()
+    assert pd.read_parquet(tiny_study / "results/digitvalue/summary/subgroups.parquet").empty
+
+
+def test_subgroup_variants_compare_the_clustering_options(tiny_study):
+    variants = pd.read_parquet(tiny_study / "results/udigits/summary/subgroup_variants.parquet")
+    assert set(variants["variant"]) == {
+        "plain",
+        "within_class",
+        "error_aware",
+        "within_class_error_aware",
+    }
+    assert set(variants["n"]) == {200, 400}
+    counts = variants.groupby("variant")["n_clusters"].first()
+    assert counts["plain"] == 3 and counts["within_class"] == 6
+    eights = variants[variants["subgroup"] == 8]
+    assert eights["lift"].notna().all() and eights["auroc"].between(0, 1).all()
+    assert not (tiny_study / "results/digitvalue/summary/subgroup_variants.parquet").exists()

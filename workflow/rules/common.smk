@@ -13,7 +13,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from hetcv.config import check_config_schema
-from hetcv.data import count_samples
+from hetcv.data import count_samples, source_has_subgroups
 from hetcv.errors import HetcvError
 from hetcv.seeding import derive_seed
 from hetcv.splits import resolve_sample_sizes
@@ -58,15 +58,48 @@ def resolved_sample_sizes(name):
         raise ValueError(str(error)) from None
 
 
+def check_clustering():
+    clustering = config["clustering"]
+    selected = clustering["selected"]
+    if selected["algorithm"] not in clustering["algorithms"]:
+        raise ValueError(
+            f"clustering.selected.algorithm: {selected['algorithm']} is not in "
+            f"clustering.algorithms {clustering['algorithms']}"
+        )
+    if selected["k"] not in clustering["k"]:
+        raise ValueError(
+            f"clustering.selected.k: {selected['k']} is not in clustering.k {clustering['k']}"
+        )
+    for name in DATASETS:
+        if (
+            clustering["within"] == "class"
+            and dataset_config(name)["task"] != "classification"
+        ):
+            raise ValueError(
+                f"clustering.within: 'class' needs a classification task; "
+                f"datasets.{name}.task is {dataset_config(name)['task']}"
+            )
+        smallest_fold = SAMPLE_SIZES[name][0] // dataset_config(name)["folds"]
+        if max(clustering["k"]) >= smallest_fold:
+            raise ValueError(
+                f"clustering.k: k={max(clustering['k'])} is not smaller than the smallest "
+                f"held-out fold of datasets.{name} ({smallest_fold} samples at "
+                f"n={SAMPLE_SIZES[name][0]})"
+            )
+
+
 for _name in DATASETS:
     check_pretrained(_name)
 SAMPLE_SIZES = {name: resolved_sample_sizes(name) for name in DATASETS}
+check_clustering()
+ALGORITHMS = config["clustering"]["algorithms"]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     n=r"\d+",
     fold=r"\d+",
+    algorithm="|".join(ALGORITHMS),
 
 
 def fold_outputs(name, pattern):
@@ -78,13 +111,49 @@ def fold_outputs(name, pattern):
     )
 
 
+SUMMARY_TABLES = (
+    "cv",
+    "clusters",
+    "table1",
+    "validity",
+    "fold_cv",
+    "correlation",
+    "subgroups",
+)
+
+
 def final_outputs():
     outputs = []
     for name in DATASETS:
-        outputs += fold_outputs(
-            name, "results/{dataset}/n{n}/fold{fold}/features.parquet"
+        outputs += expand(
+            "results/{dataset}/summary/{table}.parquet",
+            dataset=name,
+            table=SUMMARY_TABLES,
         )
+        if source_has_subgroups(dataset_config(name)["source"]):
+            outputs.append(f"results/{name}/summary/subgroup_variants.parquet")
     return outputs
+
+
+def dataset_cluster_outputs(kind, algorithms=None):
+    """One dataset's per-fold cluster tables of one kind, for the summarize rule."""
+
+    def inputs(wildcards):
+        return expand(
+            f"results/{{dataset}}/n{{n}}/fold{{fold}}/{kind}_{{algorithm}}.parquet",
+            dataset=wildcards.dataset,
+            n=SAMPLE_SIZES[wildcards.dataset],
+            fold=range(dataset_config(wildcards.dataset)["folds"]),
+            algorithm=algorithms or ALGORITHMS,
+        )
+
+    return inputs
+
+
+def dataset_features(wildcards):
+    return fold_outputs(
+        wildcards.dataset, "results/{dataset}/n{n}/fold{fold}/features.parquet"
+    )
 
 
 def prepare_params(wildcards):
@@ -129,5 +198,59 @@ def train_params(wildcards):
             "seed": derive_seed(
                 config["seed"], wildcards.dataset, wildcards.n, wildcards.fold
             ),
+        }
+    )
+
+
+def metric_settings(name):
+    """The metric config slice that matters for a dataset: the normaliser for regression."""
+    task = dataset_config(name)["task"]
+    normalizer = config["metric"]["nrmse_normalizer"] if task == "regression" else None
+    return {"task": task, "nrmse_normalizer": normalizer}
+
+
+def cluster_params(wildcards):
+    clustering = config["clustering"]
+    return canonical(
+        {
+            **metric_settings(wildcards.dataset),
+            "algorithm": wildcards.algorithm,
+            "k": sorted(clustering["k"]),
+            "repeats": clustering["repeats"],
+            "pca_components": clustering["pca_components"],
+            "fcm": clustering["fcm"] if wildcards.algorithm == "fcm" else None,
+            "within": clustering["within"],
+            "error_aware": clustering["error_aware"],
+            "null_permutations": clustering["null_permutations"],
+            "seed": derive_seed(
+                config["seed"], wildcards.dataset, wildcards.n, wildcards.fold
+            ),
+        }
+    )
+
+
+def summarize_params(wildcards):
+    clustering = config["clustering"]
+    return canonical(
+        {
+            **metric_settings(wildcards.dataset),
+            "selected": clustering["selected"],
+            "bootstrap": clustering["bootstrap"],
+            "null_permutations": clustering["null_permutations"],
+            "seed": derive_seed(config["seed"], wildcards.dataset, "summary"),
+        }
+    )
+
+
+def variants_params(wildcards):
+    clustering = config["clustering"]
+    return canonical(
+        {
+            **metric_settings(wildcards.dataset),
+            **clustering["selected"],
+            "repeats": clustering["repeats"],
+            "pca_components": clustering["pca_components"],
+            "fcm": clustering["fcm"],
+            "seed": derive_seed(config["seed"], wildcards.dataset, "variants"),
         }
     )

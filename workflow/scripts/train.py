@@ -12,6 +12,7 @@ with one_line_errors():
         images=snakemake.input.images,
         manifest=snakemake.input.manifest,
         split=snakemake.input.split,
+        n=int(snakemake.wildcards.n),
         fold=int(snakemake.wildcards.fold),
         out_model=snakemake.output.model,
         out_features=snakemake.output.features,

@@ -1,0 +1,161 @@
+"""Speed of the analysis stage (cluster + summarize) at the paper's larger study shape.
+
+5,674 samples, sample sizes 300 / 700 / 2,837 / 5,674, 4 folds, 512-d synthetic features,
+3 algorithms × k 2..8 × 10 repeats, 500 permutations, 1,000 bootstrap replicates. Runs the
+same functions the cluster and summarize rules call, on two worker processes (one per core),
+and prints the time of each stage. Usage: ``python benchmarks/analysis_speed.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hetcv.analysis import run_cluster_job
+from hetcv.columns import FEATURE_COLUMNS
+from hetcv.io import write_parquet
+from hetcv.summary import run_summarize_job
+
+ALGORITHMS = ("kmeans", "fcm", "gmm")
+
+
+def synthetic_fold(n: int, seed: int) -> pd.DataFrame:
+    """Held-out features with some cluster structure and a regression error per sample."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=3.0, size=(6, 512))
+    group = rng.integers(0, 6, size=n)
+    features = (centres[group] + rng.normal(size=(n, 512))).astype(np.float32)
+    target = rng.uniform(0, 228, size=n)
+    prediction = target + rng.normal(scale=10 + 3 * group, size=n)
+    table = pd.DataFrame(features, columns=FEATURE_COLUMNS)
+    table.insert(0, "sample_id", [f"s{seed}_{i}" for i in range(n)])
+    table.insert(1, "fold", 0)
+    table.insert(2, "target", target)
+    table.insert(3, "prediction", prediction)
+    table.insert(4, "sq_error", (prediction - target) ** 2)
+    table.insert(5, "loss", (prediction - target) ** 2)
+    return table
+
+
+def cluster_job(args):
+    directory, n, fold, algorithm, settings = args
+    started = time.perf_counter()
+    paths = {
+        kind: str(directory / f"n{n}_f{fold}_{kind}_{algorithm}.parquet")
+        for kind in ("clusters", "cluster_stats", "cluster_pairs", "cluster_runs")
+    }
+    run_cluster_job(
+        features=str(directory / f"n{n}_f{fold}_features.parquet"),
+        manifest=str(directory / "manifest.parquet"),
+        out_assignments=paths["clusters"],
+        out_clusters=paths["cluster_stats"],
+        out_pairs=paths["cluster_pairs"],
+        out_runs=paths["cluster_runs"],
+        n=n,
+        fold=fold,
+        algorithm=algorithm,
+        seed=n * 10 + fold,
+        **settings,
+    )
+    return algorithm, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 repeats, 50 permutations")
+    args = parser.parse_args()
+    repeats, permutations, boot = (2, 50, 100) if args.quick else (10, 500, 1000)
+    sizes, folds = (300, 700, 2837, 5674), 4
+    settings = dict(
+        task="regression",
+        nrmse_normalizer="range",
+        k=list(range(2, 9)),
+        repeats=repeats,
+        pca_components=10,
+        fcm={"m": 2.0, "error": 1e-5, "maxiter": 1000},
+        within="all",
+        error_aware=False,
+        null_permutations=permutations,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        write_parquet(
+            pd.DataFrame({"sample_id": ["a", "b"], "target": [0.0, 228.0]}),
+            directory / "manifest.parquet",
+        )
+        for n in sizes:
+            for fold in range(folds):
+                held_out = n // folds + (fold < n % folds)
+                write_parquet(
+                    synthetic_fold(held_out, n * 10 + fold),
+                    directory / f"n{n}_f{fold}_features.parquet",
+                )
+        jobs = [
+            (directory, n, fold, algorithm, settings)
+            for n in sizes
+            for fold in range(folds)
+            for algorithm in ALGORITHMS
+        ]
+        started = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            timings = list(pool.map(cluster_job, jobs))
+        cluster_wall = time.perf_counter() - started
+        per_algorithm = pd.DataFrame(timings, columns=["algorithm", "s"]).groupby("algorithm")
+        started = time.perf_counter()
+        kinds = lambda kind, algorithms=ALGORITHMS: [  # noqa: E731
+            str(directory / f"n{n}_f{f}_{kind}_{a}.parquet")
+            for n in sizes
+            for f in range(folds)
+            for a in algorithms
+        ]
+        features = [
+            str(directory / f"n{n}_f{f}_features.parquet") for n in sizes for f in range(folds)
+        ]
+        run_summarize_job(
+            runs=kinds("cluster_runs"),
+            clusters=kinds("cluster_stats"),
+            pairs=kinds("cluster_pairs"),
+            selected_assignments=kinds("clusters", ["fcm"]),
+            features=features,
+            manifest=str(directory / "manifest.parquet"),
+            out={
+                name: str(directory / f"summary_{name}.parquet")
+                for name in (
+                    "cv",
+                    "clusters",
+                    "table1",
+                    "validity",
+                    "fold_cv",
+                    "correlation",
+                    "subgroups",
+                )
+            },
+            task="regression",
+            nrmse_normalizer="range",
+            selected={"algorithm": "fcm", "k": 4},
+            bootstrap=boot,
+            null_permutations=permutations,
+            seed=0,
+        )
+        summarize_s = time.perf_counter() - started
+    print(
+        f"analysis stage, paper shape ({'quick' if args.quick else 'full'}): "
+        f"{len(jobs)} cluster jobs, {repeats} repeats, {permutations} permutations"
+    )
+    print(per_algorithm["s"].agg(["count", "sum", "max"]).round(1).to_string())
+    print(
+        f"cluster stage wall time on 2 workers: {cluster_wall:.1f} s "
+        f"(compute {sum(s for _, s in timings):.1f} s)"
+    )
+    print(f"summarize: {summarize_s:.1f} s")
+    print(f"total wall time: {cluster_wall + summarize_s:.1f} s (target: under 120 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""What the cluster rule computes for one (dataset, n, fold, algorithm).
+
+For every k, ``repeats`` seeded runs are aligned to the first (the reference) by the Hungarian
+algorithm and renumbered canonically (cluster 0 = best metric of the reference). Each run then
+yields per-sample assignments, per-cluster rows (size, metric, centre, point-to-centre
+distances), per-pair rows (centre and closest-point distances) and one run row (CV, its
+permutation null, validity indices, stability).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import pdist, squareform
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
+
+from hetcv.cluster import (
+    Partition,
+    add_loss_dimension,
+    canonical_labels,
+    fit_partition,
+    fit_partition_within,
+    match_to_reference,
+    pca_scores,
+)
+from hetcv.columns import FEATURE_COLUMNS
+from hetcv.seeding import derive_seed
+from hetcv.stats import (
+    cluster_metrics,
+    coefficient_of_variation,
+    metric_from_means,
+    permutation_p_value,
+    permuted_cluster_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldClustering:
+    """The four tables the cluster rule writes (schemas in config/README.md)."""
+
+    assignments: pd.DataFrame
+    clusters: pd.DataFrame
+    pairs: pd.DataFrame
+    runs: pd.DataFrame
+
+
+def sample_scores(features: pd.DataFrame, task: str) -> np.ndarray:
+    """Per-sample score: ``correct`` as 0/1 (classification) or ``sq_error`` (regression)."""
+    column = "correct" if task == "classification" else "sq_error"
+    return features[column].to_numpy(dtype=np.float64)
+
+
+def clustered_space(
+    features: pd.DataFrame, pca_components: int, error_aware: bool, seed: int
+) -> np.ndarray:
+    points = pca_scores(features[FEATURE_COLUMNS].to_numpy(), pca_components, seed)
+    if error_aware:
+        points = add_loss_dimension(points, features["loss"].to_numpy(dtype=np.float64))
+    return points
+
+
+def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict[str, float]:
+    """Elbow SSE, silhouette, Calinski–Harabasz, Davies–Bouldin and the smallest cluster."""
+    labels = part.labels
+    present = np.unique(labels)
+    sse = sum(
+        float(((points[labels == c] - points[labels == c].mean(axis=0)) ** 2).sum())
+        for c in present
+    )
+    indices = {
+        "sse": sse,
+        "min_cluster_fraction": float(np.bincount(labels, minlength=part.k).min() / len(labels)),
+    }
+    if 2 <= len(present) <= len(labels) - 1:
+        indices["silhouette"] = float(silhouette_score(distances, labels, metric="precomputed"))
+        indices["calinski_harabasz"] = float(calinski_harabasz_score(points, labels))
+        indices["davies_bouldin"] = float(davies_bouldin_score(points, labels))
+    else:
+        indices.update(silhouette=np.nan, calinski_harabasz=np.nan, davies_bouldin=np.nan)
+    return indices
+
+
+def geometry(
+    points: np.ndarray, distances: np.ndarray, part: Partition
+) -> tuple[list[dict], list[dict]]:
+    """Per-cluster point-to-centre distances (Table 2) and per-pair distances (Table 1)."""
+    labels = part.labels
+    members = [np.flatnonzero(labels == c) for c in range(part.k)]
+    clusters = []
+    for c, rows in enumerate(members):
+        to_centre = np.linalg.norm(points[rows] - part.centers[c], axis=1)
+        clusters.append(
+            {
+                "dist_min": to_centre.min() if len(rows) else np.nan,
+                "dist_max": to_centre.max() if len(rows) else np.nan,
+                "dist_mean": to_centre.mean() if len(rows) else np.nan,
+                "dist_sd": to_centre.std(ddof=1) if len(rows) > 1 else np.nan,
+            }
+        )
+    pairs = []
+    for a in range(part.k):
+        for b in range(a + 1, part.k):
+            closest = (
+                distances[np.ix_(members[a], members[b])].min()
+                if len(members[a]) and len(members[b])
+                else np.nan
+            )
+            pairs.append(
+                {
+                    "cluster_a": a,
+                    "cluster_b": b,
+                    "centroid_distance": float(np.linalg.norm(part.centers[a] - part.centers[b])),
+                    "closest_distance": float(closest),
+                }
+            )
+    return clusters, pairs
+
+
+def aligned_runs(
+    points: np.ndarray,
+    groups: np.ndarray | None,
+    score: np.ndarray,
+    algorithm: str,
+    k: int,
+    repeats: int,
+    fcm: dict,
+    seed: int,
+    task: str,
+    normaliser: float,
+) -> list[Partition]:
+    """``repeats`` runs, matched to the first and numbered so that cluster 0 is best."""
+    runs = []
+    for repeat in range(repeats):
+        run_seed = derive_seed(seed, algorithm, k, repeat)
+        if groups is None:
+            runs.append(fit_partition(points, algorithm, k, run_seed, fcm))
+        else:
+            runs.append(fit_partition_within(points, groups, algorithm, k, run_seed, fcm))
+    reference = runs[0]
+    total_k = reference.k
+    runs = [reference] + [
+        run.relabel(match_to_reference(reference.labels, run.labels, total_k)) for run in runs[1:]
+    ]
+    metric, size = cluster_metrics(reference.labels, score, total_k, task, normaliser)
+    order = canonical_labels(metric, size)
+    return [run.relabel(order) for run in runs]
+
+
+def analyse_fold(
+    features: pd.DataFrame,
+    *,
+    task: str,
+    normaliser: float,
+    algorithm: str,
+    k: list[int],
+    repeats: int,
+    pca_components: int,
+    fcm: dict,
+    within: str,
+    error_aware: bool,
+    null_permutations: int,
+    seed: int,
+) -> FoldClustering:
+    """Cluster one held-out fold's features with ``algorithm`` for every k; see the module doc.
+
+    ``seed`` is the job's seed (already combined with dataset, n and fold).
+    """
+    points = clustered_space(features, pca_components, error_aware, seed)
+    distances = squareform(pdist(points))
+    score = sample_scores(features, task)
+    groups = features["target"].to_numpy() if within == "class" else None
+    n = len(features)
+    # One set of permutations per fold, shared by every algorithm, k and repeat, so that the
+    # repeat-averaged null CV is a proper permutation distribution.
+    null_rng = np.random.default_rng(derive_seed(seed, "null"))
+    permutations = null_rng.permuted(np.tile(np.arange(n), (null_permutations, 1)), axis=1)
+    fold_metric = float(metric_from_means(np.array([score.mean()]), task, normaliser)[0])
+
+    assignments, clusters, pairs, runs = [], [], [], []
+    for n_clusters in k:
+        partitions = aligned_runs(
+            points, groups, score, algorithm, n_clusters, repeats, fcm, seed, task, normaliser
+        )
+        labels = [part.labels for part in partitions]
+        for repeat, part in enumerate(partitions):
+            key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
+            metric, size = cluster_metrics(part.labels, score, part.k, task, normaliser)
+            null_cv = coefficient_of_variation(
+                permuted_cluster_metrics(
+                    part.labels, score, part.k, permutations, task, normaliser
+                ),
+                axis=1,
+            )
+            cv = float(coefficient_of_variation(metric))
+            worst = int(np.nanargmin(metric))
+            assignments.append(
+                pd.DataFrame(
+                    {
+                        "sample_id": features["sample_id"].to_numpy(),
+                        **key,
+                        "cluster": part.labels,
+                        "membership": part.membership.max(axis=1),
+                        "worst_membership": part.membership[:, worst],
+                    }
+                )
+            )
+            cluster_geometry, pair_geometry = geometry(points, distances, part)
+            for c in range(part.k):
+                clusters.append(
+                    {
+                        **key,
+                        "cluster": c,
+                        "size": int(size[c]),
+                        "size_pct": 100.0 * size[c] / n,
+                        "score_sum": float(score[part.labels == c].sum()),
+                        "metric": float(metric[c]),
+                        "centroid": part.centers[c].tolist(),
+                        **cluster_geometry[c],
+                    }
+                )
+            pairs += [{**key, **pair} for pair in pair_geometry]
+            stability = (
+                np.mean(
+                    [
+                        adjusted_rand_score(part.labels, other)
+                        for other_repeat, other in enumerate(labels)
+                        if other_repeat != repeat
+                    ]
+                )
+                if repeats > 1
+                else np.nan
+            )
+            runs.append(
+                {
+                    **key,
+                    "n_clusters": part.k,
+                    "n_samples": n,
+                    "fold_metric": fold_metric,
+                    "cv": cv,
+                    "null_cv": null_cv.tolist(),
+                    "null_cv_mean": float(np.nanmean(null_cv)),
+                    "p_value": permutation_p_value(cv, null_cv),
+                    "worst_cluster": worst,
+                    **validity(points, distances, part),
+                    "fpc": part.extra.get("fpc", np.nan),
+                    "bic": part.extra.get("bic", np.nan),
+                    "stability_ari": float(stability),
+                }
+            )
+        log.info("%s k=%d: %d repeats done", algorithm, n_clusters, repeats)
+    return FoldClustering(
+        assignments=pd.concat(assignments, ignore_index=True),
+        clusters=pd.DataFrame(clusters),
+        pairs=pd.DataFrame(pairs),
+        runs=pd.DataFrame(runs),
+    )
+
+
+def check_k_fits(k: list[int], n_samples: int, where: str) -> None:
+    if max(k) >= n_samples:
+        raise ValueError(
+            f"clustering.k: k={max(k)} is not smaller than the held-out fold "
+            f"({n_samples} samples) of {where}"
+        )
+
+
+def run_cluster_job(
+    *,
+    features: str,
+    manifest: str,
+    out_assignments: str,
+    out_clusters: str,
+    out_pairs: str,
+    out_runs: str,
+    n: int,
+    fold: int,
+    task: str,
+    nrmse_normalizer: str,
+    **settings,
+) -> None:
+    """The cluster rule: read one fold's features, write the four tables."""
+    from hetcv.errors import HetcvError
+    from hetcv.io import write_parquet
+    from hetcv.stats import nrmse_normaliser
+
+    table = pd.read_parquet(features)
+    try:
+        check_k_fits(settings["k"], len(table), features)
+    except ValueError as error:
+        raise HetcvError(str(error)) from None
+    normaliser = 1.0
+    if task == "regression":
+        targets = pd.read_parquet(manifest, columns=["target"])["target"].to_numpy()
+        normaliser = nrmse_normaliser(targets, nrmse_normalizer)
+    result = analyse_fold(table, task=task, normaliser=normaliser, **settings)
+    for frame, path in (
+        (result.assignments, out_assignments),
+        (result.clusters, out_clusters),
+        (result.pairs, out_pairs),
+        (result.runs, out_runs),
+    ):
+        write_parquet(frame.assign(n=n, fold=fold), path)

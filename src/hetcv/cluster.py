@@ -1,0 +1,159 @@
+"""Clustering of held-out features: PCA, then K-Means, fuzzy c-means or a Gaussian mixture,
+repeated with seeds and aligned so that cluster numbers mean the same in every repeat.
+
+Shapes: ``points`` is ``(n_samples, n_dims)`` float64 in the clustered space (PCA scores, plus
+the weighted loss column when ``error_aware``); memberships are ``(n_samples, k)`` with rows
+summing to one; labels are hard labels, the argmax of the membership.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics.cluster import contingency_matrix
+
+from hetcv.errors import HetcvError
+
+log = logging.getLogger(__name__)
+ALGORITHMS = ("kmeans", "fcm", "gmm")
+
+
+@dataclass
+class Partition:
+    """One clustering run: memberships, hard labels and the algorithm's own cluster centres."""
+
+    membership: np.ndarray  # (n_samples, k)
+    centers: np.ndarray  # (k, n_dims)
+    extra: dict = field(default_factory=dict)  # fpc (fcm) or bic (gmm)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.membership.argmax(axis=1)
+
+    @property
+    def k(self) -> int:
+        return self.membership.shape[1]
+
+    def relabel(self, new_label_of: np.ndarray) -> Partition:
+        """Cluster ``j`` becomes cluster ``new_label_of[j]``."""
+        order = np.argsort(new_label_of)
+        return Partition(self.membership[:, order], self.centers[order], dict(self.extra))
+
+
+def pca_scores(features: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    """Principal-component scores of ``features (n_samples, 512)``.
+
+    Components are capped at ``min(n_samples - 1, n_features)`` with a warning in the log.
+    """
+    cap = min(features.shape[0] - 1, features.shape[1])
+    if n_components > cap:
+        log.warning(
+            "pca_components=%d capped at %d: the fold has %d samples",
+            n_components,
+            cap,
+            features.shape[0],
+        )
+        n_components = cap
+    pca = PCA(n_components=n_components, svd_solver="full", random_state=seed)
+    return pca.fit_transform(features.astype(np.float64))
+
+
+def add_loss_dimension(points: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Append the standardised per-sample loss as a column scaled to the first component's sd.
+
+    The scale makes the loss as influential as the strongest feature direction (error-aware
+    clustering, in the spirit of Domino, Eyuboglu et al. 2022).
+    """
+    spread = loss.std()
+    standardised = (loss - loss.mean()) / spread if spread > 0 else np.zeros_like(loss)
+    return np.column_stack([points, standardised * points[:, 0].std()])
+
+
+def fit_partition(points: np.ndarray, algorithm: str, k: int, seed: int, fcm: dict) -> Partition:
+    """One seeded run of ``algorithm`` with ``k`` clusters."""
+    if algorithm == "kmeans":
+        model = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(points)
+        return Partition(np.eye(k)[model.labels_], model.cluster_centers_)
+    if algorithm == "fcm":
+        import skfuzzy
+
+        rng = np.random.default_rng(seed)
+        start = rng.random((k, len(points)))
+        centers, membership, *_, fpc = skfuzzy.cmeans(
+            points.T,
+            c=k,
+            m=fcm["m"],
+            error=fcm["error"],
+            maxiter=fcm["maxiter"],
+            init=start / start.sum(axis=0),
+        )
+        return Partition(membership.T, centers, {"fpc": float(fpc)})
+    if algorithm == "gmm":
+        from sklearn.mixture import GaussianMixture
+
+        # Diagonal covariances: folds of a few dozen samples cannot support full 10×10 ones.
+        model = GaussianMixture(
+            n_components=k, covariance_type="diag", reg_covar=1e-6, random_state=seed
+        ).fit(points)
+        return Partition(
+            model.predict_proba(points), model.means_, {"bic": float(model.bic(points))}
+        )
+    raise HetcvError(f"clustering.algorithms: unknown algorithm {algorithm!r}")
+
+
+def fit_partition_within(
+    points: np.ndarray, groups: np.ndarray, algorithm: str, k: int, seed: int, fcm: dict
+) -> Partition:
+    """``k`` clusters inside each group (true class), as GEORGE does: ``k × n_groups`` in all.
+
+    Cluster ``g * k + j`` is cluster ``j`` of the ``g``-th group; memberships outside a
+    sample's own group are zero.
+    """
+    values = np.unique(groups)
+    membership = np.zeros((len(points), k * len(values)))
+    centers, extra = [], {}
+    for g, value in enumerate(values):
+        rows = np.flatnonzero(groups == value)
+        if len(rows) <= k:
+            raise HetcvError(
+                f"clustering.k: {k} clusters need more than {k} samples in class {value!r} "
+                f"of the held-out fold, which has {len(rows)}"
+            )
+        part = fit_partition(points[rows], algorithm, k, seed + g, fcm)
+        membership[np.ix_(rows, np.arange(g * k, (g + 1) * k))] = part.membership
+        centers.append(part.centers)
+        for key, value_ in part.extra.items():
+            extra[key] = extra.get(key, 0.0) + value_ / (len(values) if key == "fpc" else 1)
+    return Partition(membership, np.vstack(centers), extra)
+
+
+def match_to_reference(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """New label of each of ``labels``' clusters: the reference cluster it overlaps most.
+
+    Hungarian algorithm (maximum total overlap) on the ``k × k`` contingency table.
+    """
+    table = contingency_matrix(reference, labels, sparse=False)
+    present_ref, present_run = np.unique(reference), np.unique(labels)
+    overlap = np.zeros((k, k))
+    overlap[np.ix_(present_ref, present_run)] = table
+    ref_index, run_index = linear_sum_assignment(overlap, maximize=True)
+    new_label_of = np.empty(k, dtype=np.int64)
+    new_label_of[run_index] = ref_index
+    return new_label_of
+
+
+def canonical_labels(metric: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """New label of each cluster so that cluster 0 has the best metric (ties: larger first).
+
+    Empty clusters (metric NaN) come last.
+    """
+    key_metric = np.where(np.isnan(metric), -np.inf, metric)
+    order = np.lexsort((-size, -key_metric))
+    new_label_of = np.empty(len(metric), dtype=np.int64)
+    new_label_of[order] = np.arange(len(metric))
+    return new_label_of

@@ -1,0 +1,159 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from hetcv.analysis import aligned_runs, analyse_fold, geometry
+from hetcv.cluster import (
+    Partition,
+    canonical_labels,
+    fit_partition,
+    fit_partition_within,
+    match_to_reference,
+    pca_scores,
+)
+from hetcv.columns import FEATURE_COLUMNS
+
+FCM = {"m": 2.0, "error": 1e-6, "maxiter": 500}
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "fcm", "gmm"])
+def test_each_algorithm_recovers_well_separated_blobs(algorithm):
+    points, truth = make_blobs(
+        n_samples=300,
+        centers=4,
+        n_features=5,
+        cluster_std=1.0,
+        center_box=(-20, 20),
+        random_state=3,
+    )
+    part = fit_partition(points, algorithm, 4, seed=0, fcm=FCM)
+    assert adjusted_rand_score(truth, part.labels) > 0.95
+    assert np.allclose(part.membership.sum(axis=1), 1.0)
+    assert part.centers.shape == (4, 5)
+    if algorithm == "fcm":
+        assert 0.25 < part.extra["fpc"] <= 1.0
+    if algorithm == "gmm":
+        assert np.isfinite(part.extra["bic"])
+
+
+def test_matching_undoes_any_relabelling():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 5, size=200)
+    shuffle = rng.permutation(5)
+    relabelled = shuffle[reference]
+    new_label_of = match_to_reference(reference, relabelled, 5)
+    assert np.array_equal(new_label_of[relabelled], reference)
+
+
+def test_matching_handles_a_cluster_missing_from_the_run():
+    reference = np.array([0, 0, 1, 1, 2, 2])
+    run = np.array([2, 2, 0, 0, 0, 0])  # the run never uses label 1
+    new_label_of = match_to_reference(reference, run, 3)
+    assert sorted(new_label_of) == [0, 1, 2]
+    assert new_label_of[2] == 0
+
+
+def test_canonical_labels_put_the_best_cluster_first_and_break_ties_by_size():
+    metric = np.array([0.7, 0.9, np.nan, 0.9])
+    size = np.array([10, 5, 0, 8])
+    new = canonical_labels(metric, size)
+    assert list(new) == [2, 1, 3, 0]
+
+
+def test_aligned_runs_do_not_depend_on_label_permutation():
+    points, _ = make_blobs(n_samples=120, centers=3, n_features=4, random_state=1)
+    score = (points[:, 0] > 0).astype(float)
+    runs = aligned_runs(points, None, score, "kmeans", 3, 4, FCM, 7, "classification", 1.0)
+    for run in runs[1:]:
+        assert adjusted_rand_score(runs[0].labels, run.labels) > 0.99
+        assert np.array_equal(runs[0].labels, run.labels)
+    metrics = [score[runs[0].labels == c].mean() for c in range(3)]
+    assert metrics == sorted(metrics, reverse=True)
+
+
+def test_relabel_moves_memberships_and_centres_together():
+    part = Partition(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[0.0], [5.0]]))
+    swapped = part.relabel(np.array([1, 0]))
+    assert list(swapped.labels) == [1, 0]
+    assert swapped.centers[1, 0] == 0.0 and swapped.membership[0, 1] == 0.9
+
+
+def test_within_class_clustering_never_mixes_classes():
+    points, _ = make_blobs(n_samples=200, centers=4, n_features=3, random_state=2)
+    groups = np.arange(200) % 2
+    part = fit_partition_within(points, groups, "kmeans", 3, seed=0, fcm=FCM)
+    assert part.k == 6
+    assert set(part.labels[groups == 0]) <= {0, 1, 2}
+    assert set(part.labels[groups == 1]) <= {3, 4, 5}
+
+
+def test_pca_is_capped_by_the_fold_size(caplog):
+    scores = pca_scores(np.random.default_rng(0).normal(size=(6, 512)), 10, seed=0)
+    assert scores.shape == (6, 5)
+    assert "capped at 5" in caplog.text
+
+
+def test_geometry_matches_hand_computed_distances():
+    points = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [13.0, 4.0]])
+    part = Partition(np.eye(2)[[0, 0, 1, 1]], np.array([[0.0, 1.0], [10.0, 0.0]]))
+    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
+    clusters, pairs = geometry(points, distances, part)
+    assert clusters[0] == pytest.approx(
+        {"dist_min": 1.0, "dist_max": 1.0, "dist_mean": 1.0, "dist_sd": 0.0}
+    )
+    assert clusters[1] == pytest.approx(
+        {"dist_min": 0.0, "dist_max": 5.0, "dist_mean": 2.5, "dist_sd": np.sqrt(12.5)}
+    )
+    assert pairs == [
+        pytest.approx(
+            {
+                "cluster_a": 0,
+                "cluster_b": 1,
+                "centroid_distance": np.sqrt(101.0),
+                "closest_distance": 10.0,
+            }
+        )
+    ]
+
+
+def synthetic_features(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.normal(size=(n, 512)).astype(np.float32), columns=FEATURE_COLUMNS)
+    table.insert(0, "sample_id", [f"s{i}" for i in range(n)])
+    table.insert(1, "target", rng.integers(0, 2, size=n))
+    table.insert(2, "correct", rng.random(n) < 0.8)
+    table.insert(3, "loss", rng.exponential(size=n))
+    return table
+
+
+def test_fold_analysis_tables_are_consistent():
+    result = analyse_fold(
+        synthetic_features(),
+        task="classification",
+        normaliser=1.0,
+        algorithm="fcm",
+        k=[2, 3],
+        repeats=3,
+        pca_components=5,
+        fcm=FCM,
+        within="all",
+        error_aware=True,
+        null_permutations=49,
+        seed=1,
+    )
+    assert len(result.assignments) == 80 * 2 * 3
+    assert len(result.runs) == 2 * 3 and len(result.clusters) == (2 + 3) * 3
+    assert len(result.pairs) == (1 + 3) * 3
+    sizes = result.clusters.groupby(["k", "repeat"])["size"].sum()
+    assert (sizes == 80).all()
+    for _, run in result.runs.iterrows():
+        assert len(run["null_cv"]) == 49
+        clusters = result.clusters[
+            (result.clusters["k"] == run["k"]) & (result.clusters["repeat"] == run["repeat"])
+        ]
+        metric = clusters["metric"].to_numpy()
+        assert run["cv"] == pytest.approx(np.std(metric, ddof=1) / np.mean(metric) * 100)
+        assert run["worst_cluster"] == np.argmin(metric)
+    assert len(result.clusters["centroid"].iloc[0]) == 6  # 5 components + the loss column

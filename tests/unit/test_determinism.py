@@ -1,0 +1,39 @@
+from test_cluster import synthetic_features
+
+from hetcv.analysis import run_cluster_job
+from hetcv.io import write_parquet
+
+
+def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
+    features = tmp_path / "features.parquet"
+    write_parquet(synthetic_features(n=60, seed=4), features)
+    settings = dict(
+        task="classification",
+        nrmse_normalizer=None,
+        algorithm="gmm",
+        k=[2, 3],
+        repeats=2,
+        pca_components=4,
+        fcm=None,
+        within="all",
+        error_aware=False,
+        null_permutations=19,
+        n=60,
+        fold=0,
+    )
+    outputs = {}
+    for attempt, seed in (("first", 11), ("again", 11), ("other", 12)):
+        paths = {
+            name: tmp_path / f"{attempt}_{name}.parquet"
+            for name in ("assignments", "clusters", "pairs", "runs")
+        }
+        run_cluster_job(
+            features=str(features),
+            manifest="unused",
+            **{f"out_{name}": str(path) for name, path in paths.items()},
+            seed=seed,
+            **settings,
+        )
+        outputs[attempt] = {name: path.read_bytes() for name, path in paths.items()}
+    assert outputs["first"] == outputs["again"]
+    assert outputs["first"]["assignments"] != outputs["other"]["assignments"]

@@ -1,0 +1,118 @@
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+from sklearn.cluster import KMeans
+
+from hetcv.stats import (
+    bootstrap_cluster_metrics,
+    cluster_metrics,
+    coefficient_of_variation,
+    correlation,
+    nrmse_normaliser,
+    permutation_p_value,
+    permuted_cluster_metrics,
+    wilson_interval,
+)
+
+
+def test_cv_is_sample_sd_over_mean_in_percent():
+    assert coefficient_of_variation(np.array([0.9, 0.8, 0.7])) == pytest.approx(12.5)
+    # An empty cluster (NaN) is left out.
+    assert coefficient_of_variation(np.array([0.9, np.nan, 0.7])) == pytest.approx(
+        np.std([0.9, 0.7], ddof=1) / 0.8 * 100
+    )
+
+
+def test_cluster_metrics_accuracy_and_one_minus_nrmse():
+    labels = np.array([0, 0, 1, 1, 1])
+    metric, size = cluster_metrics(labels, np.array([1, 0, 1, 1, 1.0]), 3, "classification", 1)
+    assert list(size) == [2, 3, 0]
+    assert metric[:2] == pytest.approx([0.5, 1.0]) and np.isnan(metric[2])
+    sq_error = np.array([4.0, 0.0, 1.0, 1.0, 1.0])
+    metric, _ = cluster_metrics(labels, sq_error, 2, "regression", 10.0)
+    assert metric == pytest.approx([1 - np.sqrt(2) / 10, 1 - 1 / 10])
+
+
+def test_nrmse_normalisers():
+    targets = np.array([2.0, 4.0, 9.0])
+    assert nrmse_normaliser(targets, "range") == 7.0
+    assert nrmse_normaliser(targets, "mean") == 5.0
+    assert nrmse_normaliser(targets, "std") == pytest.approx(np.std(targets, ddof=1))
+
+
+@pytest.mark.parametrize(("successes", "n"), [(8, 10), (0, 25), (97, 100), (3, 7)])
+def test_wilson_interval_matches_scipy(successes, n):
+    reference = scipy_stats.binomtest(successes, n).proportion_ci(method="wilson")
+    assert wilson_interval(successes, n) == pytest.approx((reference.low, reference.high))
+
+
+def test_permutation_p_value_counts_the_observed_statistic():
+    assert permutation_p_value(5.0, np.array([1, 2, 5, 7.0])) == pytest.approx(3 / 5)
+    assert permutation_p_value(9.0, np.zeros(99)) == pytest.approx(1 / 100)
+
+
+def test_permuted_metrics_keep_sizes_and_the_overall_mean():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    score = (rng.random(60) < 0.7).astype(float)
+    permutations = np.array([rng.permutation(60) for _ in range(50)])
+    metric = permuted_cluster_metrics(labels, score, 3, permutations, "classification", 1.0)
+    assert metric.shape == (50, 3)
+    sizes = np.array([10, 20, 30])
+    assert np.allclose(metric @ sizes, score.sum())
+    first = score[permutations[0]]
+    assert metric[0, 0] == pytest.approx(first[:10].mean())
+
+
+def test_bootstrap_of_a_constant_cluster_has_no_spread():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    score = np.array([1, 1, 1, 0, 1, 0.0])
+    boot = bootstrap_cluster_metrics(
+        labels, score, 2, 500, np.random.default_rng(0), "classification", 1.0
+    )
+    assert np.all(boot[:, 0] == 1.0)
+    assert 0.25 < boot[:, 1].mean() < 0.42 and boot[:, 1].std() > 0
+
+
+def test_correlation_matches_scipy_and_exact_permutations():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.array([10.0, 8.0, 9.0, 1.0])
+    result = correlation(x, y, permutations=100, n_boot=200, seed=0)
+    assert result["pearson"] == pytest.approx(scipy_stats.pearsonr(x, y)[0])
+    assert result["spearman"] == pytest.approx(scipy_stats.spearmanr(x, y)[0])
+    exact = np.mean(
+        [
+            abs(scipy_stats.pearsonr(x, y[list(order)])[0]) >= abs(result["pearson"]) - 1e-12
+            for order in itertools.permutations(range(4))
+        ]
+    )
+    assert result["pearson_perm_p"] == pytest.approx(exact)
+    assert result["pearson_ci_low"] <= result["pearson_ci_high"]
+    perfect = correlation(x, -x, permutations=100, n_boot=100, seed=0)
+    assert perfect["pearson"] == pytest.approx(-1.0)
+    assert perfect["pearson_perm_p"] == pytest.approx(2 / 24)
+
+
+def test_null_calibration_without_heterogeneity():
+    """Correctness independent of the features: CV sits at its null and p is uniform."""
+    p_values, excess = [], []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        points = rng.normal(size=(100, 10))
+        correct = (rng.random(100) < 0.8).astype(float)
+        labels = KMeans(4, n_init=1, random_state=seed).fit_predict(points)
+        metric, _ = cluster_metrics(labels, correct, 4, "classification", 1.0)
+        permutations = rng.permuted(np.tile(np.arange(100), (199, 1)), axis=1)
+        null = coefficient_of_variation(
+            permuted_cluster_metrics(labels, correct, 4, permutations, "classification", 1.0),
+            axis=1,
+        )
+        cv = coefficient_of_variation(metric)
+        p_values.append(permutation_p_value(cv, null))
+        excess.append(cv - null.mean())
+    false_positive_rate = np.mean(np.array(p_values) < 0.05)
+    assert 0.02 <= false_positive_rate <= 0.09
+    assert abs(np.mean(excess)) < 1.0  # CV points; the null mean itself is about 10
+    assert scipy_stats.kstest(p_values, "uniform").pvalue > 0.01
