@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from hetcv.analysis import run_cluster_job
 from hetcv.columns import FEATURE_COLUMNS
@@ -25,7 +26,7 @@ from hetcv.summary import run_summarize_job
 ALGORITHMS = ("kmeans", "fcm", "gmm")
 
 
-def synthetic_fold(n: int, seed: int) -> pd.DataFrame:
+def synthetic_fold(n: int, sample_size: int, fold: int, seed: int) -> pd.DataFrame:
     """Held-out features with some cluster structure and a regression error per sample."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=3.0, size=(6, 512))
@@ -35,11 +36,12 @@ def synthetic_fold(n: int, seed: int) -> pd.DataFrame:
     prediction = target + rng.normal(scale=10 + 3 * group, size=n)
     table = pd.DataFrame(features, columns=FEATURE_COLUMNS)
     table.insert(0, "sample_id", [f"s{seed}_{i}" for i in range(n)])
-    table.insert(1, "fold", 0)
-    table.insert(2, "target", target)
-    table.insert(3, "prediction", prediction)
-    table.insert(4, "sq_error", (prediction - target) ** 2)
-    table.insert(5, "loss", (prediction - target) ** 2)
+    table.insert(1, "n", sample_size)
+    table.insert(2, "fold", fold)
+    table.insert(3, "target", target)
+    table.insert(4, "prediction", prediction)
+    table.insert(5, "sq_error", (prediction - target) ** 2)
+    table.insert(6, "loss", (prediction - target) ** 2)
     return table
 
 
@@ -50,19 +52,21 @@ def cluster_job(args):
         kind: str(directory / f"n{n}_f{fold}_{kind}_{algorithm}.parquet")
         for kind in ("clusters", "cluster_stats", "cluster_pairs", "cluster_runs")
     }
-    run_cluster_job(
-        features=str(directory / f"n{n}_f{fold}_features.parquet"),
-        manifest=str(directory / "manifest.parquet"),
-        out_assignments=paths["clusters"],
-        out_clusters=paths["cluster_stats"],
-        out_pairs=paths["cluster_pairs"],
-        out_runs=paths["cluster_runs"],
-        n=n,
-        fold=fold,
-        algorithm=algorithm,
-        seed=n * 10 + fold,
-        **settings,
-    )
+    # One thread per job, as Snakemake runs a `threads: 1` job (OMP/OPENBLAS_NUM_THREADS=1).
+    with threadpool_limits(1):
+        run_cluster_job(
+            features=str(directory / f"n{n}_f{fold}_features.parquet"),
+            manifest=str(directory / "manifest.parquet"),
+            out_assignments=paths["clusters"],
+            out_clusters=paths["cluster_stats"],
+            out_pairs=paths["cluster_pairs"],
+            out_runs=paths["cluster_runs"],
+            n=n,
+            fold=fold,
+            algorithm=algorithm,
+            seed=n * 10 + fold,
+            **settings,
+        )
     return algorithm, time.perf_counter() - started
 
 
@@ -93,7 +97,7 @@ def main() -> None:
             for fold in range(folds):
                 held_out = n // folds + (fold < n % folds)
                 write_parquet(
-                    synthetic_fold(held_out, n * 10 + fold),
+                    synthetic_fold(held_out, n, fold, n * 10 + fold),
                     directory / f"n{n}_f{fold}_features.parquet",
                 )
         jobs = [

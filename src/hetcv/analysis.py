@@ -15,21 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
-from sklearn.metrics import (
-    adjusted_rand_score,
-    calinski_harabasz_score,
-    davies_bouldin_score,
-    silhouette_score,
-)
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from hetcv.cluster import (
     Partition,
     add_loss_dimension,
+    adjusted_rand,
     canonical_labels,
     fit_partition,
     fit_partition_within,
     match_to_reference,
     pca_scores,
+    silhouette,
 )
 from hetcv.columns import FEATURE_COLUMNS
 from hetcv.seeding import derive_seed
@@ -82,7 +79,7 @@ def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict
         "min_cluster_fraction": float(np.bincount(labels, minlength=part.k).min() / len(labels)),
     }
     if 2 <= len(present) <= len(labels) - 1:
-        indices["silhouette"] = float(silhouette_score(distances, labels, metric="precomputed"))
+        indices["silhouette"] = silhouette(distances, labels, part.k)
         indices["calinski_harabasz"] = float(calinski_harabasz_score(points, labels))
         indices["davies_bouldin"] = float(davies_bouldin_score(points, labels))
     else:
@@ -124,6 +121,17 @@ def geometry(
                 }
             )
     return clusters, pairs
+
+
+def repeat_stability(labels: list[np.ndarray], k: int) -> list[float]:
+    """Each repeat's mean adjusted Rand index with the other repeats (NaN for one repeat)."""
+    if len(labels) < 2:
+        return [np.nan] * len(labels)
+    ari = np.eye(len(labels))
+    for a in range(len(labels)):
+        for b in range(a + 1, len(labels)):
+            ari[a, b] = ari[b, a] = adjusted_rand(labels[a], labels[b], k)
+    return list((ari.sum(axis=1) - 1) / (len(labels) - 1))
 
 
 def aligned_runs(
@@ -184,6 +192,7 @@ def analyse_fold(
     # repeat-averaged null CV is a proper permutation distribution.
     null_rng = np.random.default_rng(derive_seed(seed, "null"))
     permutations = null_rng.permuted(np.tile(np.arange(n), (null_permutations, 1)), axis=1)
+    permuted_score = score[permutations]
     fold_metric = float(metric_from_means(np.array([score.mean()]), task, normaliser)[0])
 
     assignments, clusters, pairs, runs = [], [], [], []
@@ -191,14 +200,12 @@ def analyse_fold(
         partitions = aligned_runs(
             points, groups, score, algorithm, n_clusters, repeats, fcm, seed, task, normaliser
         )
-        labels = [part.labels for part in partitions]
+        stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
         for repeat, part in enumerate(partitions):
             key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
             metric, size = cluster_metrics(part.labels, score, part.k, task, normaliser)
             null_cv = coefficient_of_variation(
-                permuted_cluster_metrics(
-                    part.labels, score, part.k, permutations, task, normaliser
-                ),
+                permuted_cluster_metrics(part.labels, permuted_score, part.k, task, normaliser),
                 axis=1,
             )
             cv = float(coefficient_of_variation(metric))
@@ -229,17 +236,6 @@ def analyse_fold(
                     }
                 )
             pairs += [{**key, **pair} for pair in pair_geometry]
-            stability = (
-                np.mean(
-                    [
-                        adjusted_rand_score(part.labels, other)
-                        for other_repeat, other in enumerate(labels)
-                        if other_repeat != repeat
-                    ]
-                )
-                if repeats > 1
-                else np.nan
-            )
             runs.append(
                 {
                     **key,
@@ -254,7 +250,7 @@ def analyse_fold(
                     **validity(points, distances, part),
                     "fpc": part.extra.get("fpc", np.nan),
                     "bic": part.extra.get("bic", np.nan),
-                    "stability_ari": float(stability),
+                    "stability_ari": stability[repeat],
                 }
             )
         log.info("%s k=%d: %d repeats done", algorithm, n_clusters, repeats)

@@ -56,21 +56,20 @@ def coefficient_of_variation(metric: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def permuted_cluster_metrics(
     labels: np.ndarray,
-    score: np.ndarray,
+    permuted_score: np.ndarray,
     k: int,
-    permutations: np.ndarray,
     task: str,
     normaliser: float,
 ) -> np.ndarray:
     """Per-cluster metrics after shuffling the scores across samples: ``(P, k)``.
 
-    ``permutations`` is ``(P, n_samples)``, each row a permutation of the sample indices;
-    cluster sizes stay those of ``labels``, so this is the metric spread that chance alone
-    gives clusters of these sizes.
+    ``permuted_score`` is ``(P, n_samples)``: ``score[permutation]`` for P permutations
+    (computed once and shared by every clustering of the fold). Cluster sizes stay those of
+    ``labels``, so this is the metric spread that chance alone gives clusters of these sizes.
     """
     one_hot = np.eye(k)[labels]
     size = one_hot.sum(axis=0)
-    totals = score[permutations] @ one_hot
+    totals = permuted_score @ one_hot
     with np.errstate(invalid="ignore", divide="ignore"):
         return metric_from_means(totals / size, task, normaliser)
 

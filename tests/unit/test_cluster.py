@@ -2,16 +2,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from hetcv.analysis import aligned_runs, analyse_fold, geometry
 from hetcv.cluster import (
     Partition,
+    adjusted_rand,
     canonical_labels,
     fit_partition,
     fit_partition_within,
     match_to_reference,
     pca_scores,
+    silhouette,
 )
 from hetcv.columns import FEATURE_COLUMNS
 
@@ -36,6 +38,26 @@ def test_each_algorithm_recovers_well_separated_blobs(algorithm):
         assert 0.25 < part.extra["fpc"] <= 1.0
     if algorithm == "gmm":
         assert np.isfinite(part.extra["bic"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_adjusted_rand_and_silhouette_match_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(60, 3))
+    first, second = rng.integers(0, 4, size=60), rng.integers(0, 4, size=60)
+    second[:30] = first[:30]
+    first[first == 3] = 2  # an empty cluster
+    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
+    assert adjusted_rand(first, second, 4) == pytest.approx(adjusted_rand_score(first, second))
+    assert adjusted_rand(first, first, 4) == pytest.approx(1.0)
+    assert silhouette(distances, first, 4) == pytest.approx(
+        silhouette_score(distances, first, metric="precomputed")
+    )
+    singleton = first.copy()
+    singleton[0] = 3
+    assert silhouette(distances, singleton, 4) == pytest.approx(
+        silhouette_score(distances, singleton, metric="precomputed")
+    )
 
 
 def test_matching_undoes_any_relabelling():
