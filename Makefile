@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --cores 1 --report results/report.html
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/analysis_speed.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

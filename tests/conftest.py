@@ -89,7 +89,8 @@ def tiny_study(tmp_path_factory) -> Path:
 
 
 def job_counts(output: str) -> dict[str, int]:
-    """The "Job stats" table of a (dry-)run as ``{rule: count}``; empty when nothing to do."""
+    """The "Job stats" table of a (dry-)run as ``{rule: count}`` without the total; empty when
+    there is nothing to do."""
     counts: dict[str, int] = {}
     lines = output.splitlines()
     if "Job stats:" not in lines:
@@ -98,5 +99,6 @@ def job_counts(output: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
-        counts[parts[0]] = int(parts[1])
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
     return counts

@@ -8,8 +8,8 @@ from snakemake.utils import validate
 # The hetcv library lives in src/; jobs (local, conda or SLURM) find it through PYTHONPATH.
 HETCV_SRC = str(Path(workflow.main_snakefile).parent / "src")
 sys.path.insert(0, HETCV_SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [HETCV_SRC, os.environ.get("PYTHONPATH")])
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [HETCV_SRC, os.environ.get("PYTHONPATH")]))
 )
 
 from hetcv.config import check_config_schema
@@ -111,6 +111,9 @@ def fold_outputs(name, pattern):
     )
 
 
+FIGURES = ["fig2", "fig3", "fig4", "fig5", "validity"]
+PICTURES = ["scatter", "gallery"]
+TABLES = ["table1", "table2", "cv"]
 SUMMARY_TABLES = (
     "cv",
     "clusters",
@@ -130,9 +133,19 @@ def final_outputs():
             dataset=name,
             table=SUMMARY_TABLES,
         )
+        outputs += [path.format(dataset=name) for path in table_paths().values()]
+        outputs += [
+            path.format(dataset=name)
+            for path in figure_paths(FIGURES + PICTURES).values()
+        ]
+        outputs.append(f"results/{name}/clusters_per_sample.csv")
         if source_has_subgroups(dataset_config(name)["source"]):
             outputs.append(f"results/{name}/summary/subgroup_variants.parquet")
-    return outputs
+            outputs += [
+                path.format(dataset=name)
+                for path in figure_paths(["subgroups"]).values()
+            ]
+    return outputs + ["results/summary.md"]
 
 
 def dataset_cluster_outputs(kind, algorithms=None):
@@ -252,5 +265,98 @@ def variants_params(wildcards):
             "pca_components": clustering["pca_components"],
             "fcm": clustering["fcm"],
             "seed": derive_seed(config["seed"], wildcards.dataset, "variants"),
+        }
+    )
+
+
+def summary_inputs(*names):
+    return {name: f"results/{{dataset}}/summary/{name}.parquet" for name in names}
+
+
+def table_paths():
+    """CSV, Markdown and LaTeX of each table."""
+    return {
+        f"{name}_{extension}": f"results/tables/{{dataset}}_{name}.{extension}"
+        for name in TABLES
+        for extension in ("csv", "md", "tex")
+    }
+
+
+def figure_paths(names):
+    """PNG and PDF of each figure."""
+    return {
+        f"{name}_{extension}": f"results/figures/{{dataset}}_{name}.{extension}"
+        for name in names
+        for extension in ("png", "pdf")
+    }
+
+
+# Snakemake's parser reads a line starting with `report(` as its `report:` directive.
+report_flag = report
+
+
+def registered(paths, subcategory):
+    """Register each CSV and PNG in the HTML report, with its caption, under the dataset."""
+    return {
+        key: (
+            report_flag(
+                path,
+                caption=f"../report/{key.rsplit('_', 1)[0]}.rst",
+                category="{dataset}",
+                subcategory=subcategory,
+            )
+            if key.endswith(("_csv", "_png"))
+            else path
+        )
+        for key, path in paths.items()
+    }
+
+
+def first_fold_features(wildcards):
+    return expand(
+        "results/{dataset}/n{n}/fold0/features.parquet",
+        dataset=wildcards.dataset,
+        n=SAMPLE_SIZES[wildcards.dataset],
+    )
+
+
+def reporting_settings(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "task": dataset_config(wildcards.dataset)["task"],
+        "selected": config["clustering"]["selected"],
+    }
+
+
+def tables_params(wildcards):
+    return canonical(reporting_settings(wildcards))
+
+
+def figures_params(wildcards):
+    return canonical({**reporting_settings(wildcards), "style": config["report"]})
+
+
+def export_params(wildcards):
+    settings = reporting_settings(wildcards)
+    return canonical({"task": settings["task"], "selected": settings["selected"]})
+
+
+def pictures_params(wildcards):
+    return canonical(
+        {
+            **reporting_settings(wildcards),
+            "style": config["report"],
+            "pca_components": config["clustering"]["pca_components"],
+            "seed": derive_seed(config["seed"], wildcards.dataset, "pictures"),
+        }
+    )
+
+
+def summary_md_params(wildcards):
+    return canonical(
+        {
+            "selected": config["clustering"]["selected"],
+            "datasets": {name: dataset_config(name)["task"] for name in DATASETS},
+            "summaries": {name: f"results/{name}/summary" for name in DATASETS},
         }
     )

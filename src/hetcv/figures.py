@@ -1,0 +1,351 @@
+"""The paper's Figures 2–5 and the pictures it lacked, from the summary tables.
+
+Each ``figure_*`` function returns a matplotlib Figure; ``save`` writes it as PNG and PDF.
+``style`` is the ``report`` config block: ``dpi``, ``width`` and ``height`` (inches, one
+panel) and ``palette`` (a seaborn palette name).
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from hetcv.io import atomic_path  # noqa: E402
+from hetcv.tables import select  # noqa: E402
+
+# Clinical-chemistry guide for CV (Cui 1989, quoted by the paper) and the paper's own line.
+CV_BANDS = (
+    (0, 10, "very good", "#d9f0d3"),
+    (10, 20, "good", "#f7f7d0"),
+    (20, 30, "acceptable", "#fde0c5"),
+    (30, None, "not acceptable", "#f4c7c3"),
+)
+PAPER_CV_LINE = 5.0
+VALIDITY_PANELS = {
+    "sse": "Within-cluster SSE (elbow)",
+    "silhouette": "Silhouette (higher is better)",
+    "calinski_harabasz": "Calinski–Harabasz (higher is better)",
+    "davies_bouldin": "Davies–Bouldin (lower is better)",
+    "fpc": "Fuzzy partition coefficient (fcm)",
+    "stability_ari": "Stability: mean ARI between repeats",
+}
+
+
+def new_figure(style: dict, columns: int = 1, rows: int = 1, **kwargs):
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt.subplots(
+        rows,
+        columns,
+        figsize=(style["width"] * columns, style["height"] * rows),
+        squeeze=False,
+        **kwargs,
+    )
+
+
+def save(figure: Figure, png: str, pdf: str, style: dict) -> None:
+    """Write the figure as PNG (at ``style['dpi']``) and PDF, atomically, and close it."""
+    for path, options in ((png, {"dpi": style["dpi"]}), (pdf, {})):
+        with atomic_path(path) as temporary:
+            figure.savefig(
+                temporary, format=str(path).rsplit(".", 1)[1], bbox_inches="tight", **options
+            )
+    plt.close(figure)
+
+
+def metric_label(task: str) -> str:
+    return "test accuracy" if task == "classification" else "test error (NRMSE)"
+
+
+def as_plotted(values, task: str):
+    """Accuracy for classification; the error NRMSE = 1 − metric for regression (the paper)."""
+    return values if task == "classification" else 1.0 - values
+
+
+def sample_size_axis(axis, sizes) -> None:
+    axis.set_xticks(range(len(sizes)), [str(n) for n in sizes])
+    axis.set_xlabel("sample size n")
+
+
+def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
+    """Per-cluster test metric vs sample size, CI bands, whole-set metric highlighted."""
+    figure, axes = new_figure(style)
+    axis = axes[0, 0]
+    rows = select(clusters, selected)
+    sizes = sorted(rows["n"].unique())
+    position = {n: i for i, n in enumerate(sizes)}
+    colours = sns.color_palette(style["palette"], selected["k"] * 2)
+    for cluster, group in rows.groupby("cluster"):
+        group = group.sort_values("n")
+        x = group["n"].map(position)
+        y = as_plotted(group["metric"], task)
+        low, high = as_plotted(group["ci_low"], task), as_plotted(group["ci_high"], task)
+        colour = colours[int(cluster) % len(colours)]
+        axis.plot(x, y, marker="o", color=colour, label=f"cluster {cluster}")
+        axis.fill_between(
+            x, np.minimum(low, high), np.maximum(low, high), color=colour, alpha=0.15, linewidth=0
+        )
+    whole = select(cv, selected).sort_values("n")
+    axis.plot(
+        whole["n"].map(position),
+        as_plotted(whole["test_metric"], task),
+        color="#1f4e9c",
+        linewidth=3.5,
+        marker="s",
+        label="whole held-out set",
+    )
+    sample_size_axis(axis, sizes)
+    axis.set_ylabel(f"per-cluster {metric_label(task)}")
+    axis.set_title(
+        f"{dataset}: {metric_label(task)} of each cluster "
+        f"({selected['algorithm']}, k = {selected['k']}), 95 % CI"
+    )
+    axis.legend(fontsize="small", ncol=2)
+    return figure
+
+
+def figure3(clusters, selected, style, dataset) -> Figure:
+    """Cluster sizes (% of the held-out samples) vs sample size."""
+    figure, axes = new_figure(style)
+    axis = axes[0, 0]
+    rows = select(clusters, selected)
+    sizes = sorted(rows["n"].unique())
+    position = {n: i for i, n in enumerate(sizes)}
+    colours = sns.color_palette(style["palette"], selected["k"] * 2)
+    for cluster, group in rows.groupby("cluster"):
+        group = group.sort_values("n")
+        x = group["n"].map(position)
+        colour = colours[int(cluster) % len(colours)]
+        axis.plot(x, group["size_pct"], marker="o", color=colour, label=f"cluster {cluster}")
+        sd = group["size_pct_sd"].fillna(0)
+        axis.fill_between(
+            x, group["size_pct"] - sd, group["size_pct"] + sd, color=colour, alpha=0.15, linewidth=0
+        )
+    axis.axhline(100 / selected["k"], color="grey", linestyle=":", label="equal sizes")
+    sample_size_axis(axis, sizes)
+    axis.set_ylabel("cluster size (% of held-out samples)")
+    axis.set_title(f"{dataset}: cluster sizes, mean ± sd over folds and repeats")
+    axis.legend(fontsize="small", ncol=2)
+    return figure
+
+
+def figure4(cv, selected, style, dataset) -> Figure:
+    """CV vs sample size with its CI, the null CV band and the guide bands."""
+    figure, axes = new_figure(style)
+    axis = axes[0, 0]
+    rows = select(cv, selected).sort_values("n")
+    x = np.arange(len(rows))
+    top = max(40.0, float(np.nanmax(rows[["cv", "cv_ci_high", "null_cv_q95"]].to_numpy())) * 1.1)
+    for low, high, label, colour in CV_BANDS:
+        axis.axhspan(
+            low, high if high is not None else top, color=colour, zorder=0, label=f"CV {label}"
+        )
+    axis.axhline(
+        PAPER_CV_LINE, color="black", linestyle="--", linewidth=1, label="paper's 5 % guideline"
+    )
+    axis.fill_between(
+        x,
+        0,
+        rows["null_cv_q95"],
+        color="grey",
+        alpha=0.35,
+        label="noise floor (null CV, up to 95th pct.)",
+    )
+    axis.plot(x, rows["null_cv"], color="grey", linestyle=":")
+    error = np.vstack([rows["cv"] - rows["cv_ci_low"], rows["cv_ci_high"] - rows["cv"]])
+    axis.errorbar(
+        x,
+        rows["cv"],
+        yerr=np.nan_to_num(error),
+        color="#1f4e9c",
+        marker="o",
+        linewidth=2,
+        capsize=4,
+        label="CV (95 % CI)",
+    )
+    axis.set_ylim(0, top)
+    sample_size_axis(axis, rows["n"].tolist())
+    axis.set_ylabel("coefficient of variation of cluster metrics (%)")
+    axis.set_title(f"{dataset}: heterogeneity of performance across clusters")
+    axis.legend(fontsize="x-small", loc="upper right")
+    return figure
+
+
+def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
+    """Test metric vs CV: one point per sample size, faint points per fold, Pearson r."""
+    figure, axes = new_figure(style)
+    axis = axes[0, 0]
+    folds = select(fold_cv, selected)
+    axis.scatter(
+        folds["cv"],
+        as_plotted(folds["test_metric"], task),
+        color="grey",
+        alpha=0.35,
+        s=18,
+        label="one fold",
+    )
+    rows = select(cv, selected).sort_values("n")
+    y = as_plotted(rows["test_metric"], task)
+    axis.scatter(rows["cv"], y, color="#1f4e9c", s=60, zorder=3, label="one sample size")
+    for cv_value, y_value, n in zip(rows["cv"], y, rows["n"], strict=True):
+        axis.annotate(
+            f"n={n}",
+            (cv_value, y_value),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize="small",
+        )
+    lines = []
+    for _, row in correlation.iterrows():
+        lines.append(
+            f"{row['level'].replace('_', ' ')} ({row['n_points']} pts): "
+            f"Pearson r = {row['pearson']:.2f}, permutation p = "
+            f"{row['pearson_perm_p']:.2g}"
+        )
+    axis.text(
+        0.02,
+        0.02,
+        "\n".join(lines),
+        transform=axis.transAxes,
+        fontsize="small",
+        va="bottom",
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+    )
+    axis.set_xlabel("coefficient of variation of cluster metrics (%)")
+    axis.set_ylabel(metric_label(task))
+    axis.set_title(f"{dataset}: {metric_label(task)} against heterogeneity (CV)")
+    axis.legend(fontsize="small", loc="upper right")
+    return figure
+
+
+def figure_validity(validity, style, dataset) -> Figure:
+    """Cluster-number exploration: one panel per index, one line per algorithm (largest n)."""
+    largest = validity["n"].max()
+    rows = validity[validity["n"] == largest]
+    figure, axes = new_figure(style, columns=3, rows=2)
+    for axis, (column, title) in zip(axes.flat, VALIDITY_PANELS.items(), strict=True):
+        data = rows.dropna(subset=[column])
+        if len(data):
+            sns.lineplot(
+                data=data,
+                x="k",
+                y=column,
+                hue="algorithm",
+                marker="o",
+                ax=axis,
+                palette=style["palette"],
+            )
+        axis.set_title(title, fontsize="medium")
+        axis.set_ylabel("")
+    figure.suptitle(
+        f"{dataset}: choosing the number of clusters (n = {largest}, mean over folds and repeats)"
+    )
+    figure.tight_layout()
+    return figure
+
+
+def figure_scatter(points_by_n: dict, style, dataset, selected) -> Figure:
+    """2-D PCA of one fold per sample size, coloured by cluster, errors marked.
+
+    ``points_by_n`` maps n to a DataFrame with ``pc1, pc2, cluster, error`` (bool).
+    """
+    sizes = sorted(points_by_n)
+    figure, axes = new_figure(style, columns=len(sizes))
+    colours = sns.color_palette(style["palette"], selected["k"] * 2)
+    for axis, n in zip(axes.flat, sizes, strict=True):
+        points = points_by_n[n]
+        for cluster, group in points.groupby("cluster"):
+            colour = colours[int(cluster) % len(colours)]
+            right = group[~group["error"]]
+            wrong = group[group["error"]]
+            axis.scatter(
+                right["pc1"],
+                right["pc2"],
+                s=12,
+                color=colour,
+                alpha=0.7,
+                label=f"cluster {cluster}",
+            )
+            axis.scatter(wrong["pc1"], wrong["pc2"], s=40, color=colour, marker="x", linewidths=1.5)
+        axis.set_title(f"n = {n}, fold 0")
+        axis.set_xlabel("PC 1")
+        axis.set_ylabel("PC 2")
+    axes.flat[0].scatter([], [], marker="x", color="black", label="error")
+    axes.flat[0].legend(fontsize="x-small")
+    figure.suptitle(
+        f"{dataset}: held-out samples in PCA space ({selected['algorithm']}, "
+        f"k = {selected['k']}); × = error"
+    )
+    figure.tight_layout()
+    return figure
+
+
+def figure_gallery(rows: list[dict], style, dataset, n: int) -> Figure:
+    """For each cluster: its most typical images and its worst errors.
+
+    ``rows``: per cluster ``{"cluster", "metric", "size_pct", "typical": [images],
+    "worst": [images]}``, images as 2-D uint8 (grey) or ``(3, H, W)`` arrays.
+    """
+    per_side = max(max(len(r["typical"]), len(r["worst"])) for r in rows)
+    figure, axes = plt.subplots(
+        len(rows),
+        2 * per_side + 1,
+        figsize=(0.9 * (2 * per_side + 1), 1.1 * len(rows) + 0.6),
+        squeeze=False,
+    )
+    for row_axes, row in zip(axes, rows, strict=True):
+        for axis in row_axes:
+            axis.axis("off")
+        for i, image in enumerate(row["typical"]):
+            show_image(row_axes[i], image)
+        for i, image in enumerate(row["worst"]):
+            show_image(row_axes[per_side + 1 + i], image)
+        row_axes[0].set_title(
+            f"cluster {row['cluster']}: metric {row['metric']:.2f}, {row['size_pct']:.0f} %",
+            fontsize="small",
+            loc="left",
+        )
+    figure.suptitle(
+        f"{dataset}, n = {n}: left, most typical images of each cluster (highest "
+        "membership); right, its worst errors",
+        fontsize="medium",
+    )
+    figure.tight_layout()
+    return figure
+
+
+def show_image(axis, image: np.ndarray) -> None:
+    if image.ndim == 3:
+        axis.imshow(np.moveaxis(image, 0, -1))
+    else:
+        axis.imshow(image, cmap="gray", vmin=0, vmax=255)
+
+
+def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
+    """Heat map of subgroup share (%) per cluster, one panel per sample size.
+
+    ``shares``: ``n, subgroup, cluster, share`` (percent of the cluster's samples).
+    """
+    sizes = sorted(shares["n"].unique())
+    figure, axes = new_figure(style, columns=len(sizes))
+    for axis, n in zip(axes.flat, sizes, strict=True):
+        grid = shares[shares["n"] == n].pivot(index="subgroup", columns="cluster", values="share")
+        sns.heatmap(
+            grid,
+            annot=True,
+            fmt=".0f",
+            cmap="rocket_r",
+            cbar=False,
+            ax=axis,
+            annot_kws={"fontsize": "x-small"},
+        )
+        axis.set_title(f"n = {n}")
+    figure.suptitle(f"{dataset}: share of each subgroup in each cluster (% of the cluster)")
+    figure.tight_layout()
+    return figure

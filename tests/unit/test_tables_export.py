@@ -1,0 +1,87 @@
+import pandas as pd
+import pytest
+
+from hetcv.export import consensus_clusters
+from hetcv.tables import cv_table, table1, table2
+
+SELECTED = {"algorithm": "fcm", "k": 3}
+
+
+def test_consensus_takes_the_majority_label_over_repeats():
+    assignments = pd.DataFrame(
+        {
+            "sample_id": ["a"] * 3 + ["b"] * 2,
+            "n": 100,
+            "fold": 0,
+            "repeat": [0, 1, 2, 0, 1],
+            "cluster": [2, 1, 2, 0, 1],
+            "membership": [0.9, 0.6, 0.7, 0.8, 0.8],
+        }
+    )
+    table = consensus_clusters(assignments).set_index("sample_id")
+    assert table.loc["a", "cluster"] == 2
+    assert table.loc["a", "membership"] == pytest.approx(0.8)
+    assert table.loc["b", "cluster"] == 0  # a tie goes to the lower cluster number
+
+
+def test_table1_lays_out_pairs_as_columns_per_distance_and_n():
+    pairs = pd.DataFrame(
+        {
+            "algorithm": "fcm",
+            "k": 3,
+            "n": [100] * 3 + [300] * 3,
+            "cluster_a": [0, 0, 1] * 2,
+            "cluster_b": [1, 2, 2] * 2,
+            "centroid_distance": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "closest_distance": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        }
+    )
+    other = pairs.assign(algorithm="kmeans", centroid_distance=99.0)
+    table = table1(pd.concat([pairs, other]), SELECTED)
+    assert list(table.columns) == ["distance", "n", "0-1", "0-2", "1-2"]
+    assert table.iloc[1][["0-1", "0-2", "1-2"]].tolist() == [4.0, 5.0, 6.0]
+    assert table.iloc[2]["distance"] == "Closest-point distance"
+    assert table.iloc[3]["1-2"] == 0.6
+
+
+def test_table2_and_cv_table_pick_the_selected_clustering():
+    clusters = pd.DataFrame(
+        {
+            "algorithm": ["fcm", "fcm", "gmm"],
+            "k": 3,
+            "n": 100,
+            "cluster": [1, 0, 0],
+            "dist_min": [1.0, 2.0, 9.0],
+            "dist_max": [3.0, 4.0, 9.0],
+            "dist_mean": [2.0, 3.0, 9.0],
+            "dist_sd": [0.5, 0.6, 9.0],
+        }
+    )
+    table = table2(clusters, SELECTED)
+    assert table.to_dict("list") == {
+        "cluster": [0, 1],
+        "n": [100, 100],
+        "min": [2.0, 1.0],
+        "max": [4.0, 3.0],
+        "mean": [3.0, 2.0],
+        "sd": [0.6, 0.5],
+    }
+    cv = pd.DataFrame(
+        {
+            "algorithm": "fcm",
+            "k": 3,
+            "n": [300, 100],
+            "test_metric": [0.9, 0.8],
+            "cv": [4.0, 12.0],
+            "cv_ci_low": [3.0, 9.0],
+            "cv_ci_high": [5.0, 15.0],
+            "null_cv": [3.5, 6.0],
+            "excess_cv": [0.5, 6.0],
+            "p_value": [0.3, 0.01],
+            "above_noise_floor": [False, True],
+        }
+    )
+    table = cv_table(cv, SELECTED, "classification")
+    assert list(table["n"]) == [100, 300]
+    assert list(table["verdict"]) == ["above noise floor", "within noise floor"]
+    assert list(table["test accuracy"]) == [0.8, 0.9]

@@ -1,0 +1,34 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, make_workdir
+
+BIN = Path(sys.executable).parent
+PYTHON_TREES = ["src", "tests", "workflow/scripts", "benchmarks"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", *PYTHON_TREES],
+        ["ruff", "format", "--check", *PYTHON_TREES],
+        ["snakefmt", "--check", "Snakefile", "workflow/rules"],
+    ],
+    ids=["ruff-check", "ruff-format", "snakefmt"],
+)
+def test_code_is_linted_and_formatted(command):
+    result = subprocess.run(
+        [str(BIN / command[0]), *command[1:]], cwd=PROJECT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    workdir = make_workdir(tmp_path / "lint")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=workdir, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr

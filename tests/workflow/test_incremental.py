@@ -1,0 +1,55 @@
+"""Re-runs touch exactly what a config change affects (dry-runs on the finished tiny study)."""
+
+import copy
+
+from conftest import TINY_STUDY, job_counts, snakemake, write_config
+
+
+def planned_jobs(workdir, tmp_path, change=None):
+    study = copy.deepcopy(TINY_STUDY)
+    if change:
+        change(study)
+    config = write_config(tmp_path / "changed.yaml", study)
+    result = snakemake(workdir, "--configfile", str(config), "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return job_counts(result.stdout), result.stdout
+
+
+def test_unchanged_config_has_nothing_to_do(tiny_study, tmp_path):
+    counts, output = planned_jobs(tiny_study, tmp_path)
+    assert counts == {}, output[-2000:]
+
+
+def test_a_clustering_change_never_retrains(tiny_study, tmp_path):
+    counts, _ = planned_jobs(tiny_study, tmp_path, lambda s: s["clustering"].update(repeats=4))
+    assert "train" not in counts and "split" not in counts and "prepare" not in counts
+    assert counts["cluster"] == 3 * (2 * 2 + 1 * 2)  # algorithms × (n, fold) of both datasets
+    assert counts["summarize"] == 2
+
+
+def test_a_selected_clustering_change_reruns_only_reporting(tiny_study, tmp_path):
+    counts, _ = planned_jobs(
+        tiny_study, tmp_path, lambda s: s["clustering"]["selected"].update(k=2)
+    )
+    assert "train" not in counts and "cluster" not in counts
+    assert counts["summarize"] == 2 and counts["tables"] == 2
+
+
+def test_one_datasets_training_change_retrains_only_that_dataset(tiny_study, tmp_path):
+    counts, output = planned_jobs(
+        tiny_study, tmp_path, lambda s: s["datasets"]["digitvalue"]["train"].update(lr=0.002)
+    )
+    assert counts["train"] == 2  # digitvalue: one sample size × two folds
+    assert "dataset=udigits" not in output
+    assert counts["summarize"] == 1
+
+
+def test_a_new_sample_size_trains_only_that_size(tiny_study, tmp_path):
+    counts, output = planned_jobs(
+        tiny_study,
+        tmp_path,
+        lambda s: s["datasets"]["udigits"].update(sample_sizes=[200, 300, 400]),
+    )
+    assert counts["train"] == 2 and counts["split"] == 1
+    trained = [line for line in output.splitlines() if "wildcards: dataset=" in line]
+    assert all("n=300" in line for line in trained if "fold=" in line)
