@@ -1,20 +1,33 @@
 """Data sources and ``prepare``: decode every image once, resize it, keep it as uint8.
 
-A source yields a manifest (``sample_id``, ``target``, metadata columns) and the images in
-the manifest's row order. ``images.npy`` row ``i`` is the image of manifest row ``i``.
+A source gives a manifest (``sample_id``, ``target``, metadata columns) and a reader that
+decodes the image of manifest row ``i``. ``prepare`` streams the images into
+``images.npy`` (row ``i`` = manifest row ``i``): it holds the final uint8 array (memory-mapped
+on disk) and one decoded image at a time, never the whole decoded dataset.
 
-Sources (``datasets.<name>.source.kind``):
+Sources (``datasets.<name>.source.kind``; every option in config/README.md):
 
 - ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8×8 scans), no download.
-  ``variant: udigits`` is binary classification (label = digit >= 5) with a planted rare
-  subgroup: only a quarter of the 8s are kept (the "U-MNIST" construction of Sohoni et al.
-  2020). The true digit is kept as the metadata column ``subgroup`` and never used to train.
-  ``variant: digitvalue`` is regression of the digit's value (0–9) from the image.
+  ``udigits``: binary (digit >= 5) with a planted rare subgroup, a quarter of the 8s kept
+  (the "U-MNIST" construction of Sohoni et al. 2020); the digit is kept as ``subgroup``.
+  ``digitvalue``: regression of the digit's value.
+- ``csv``: a table with an id or path column and a target column; images in a folder.
+- ``folder``: one sub-folder per class (torchvision's ImageFolder convention).
+- ``npz``: MedMNIST's layout (``train_images``, ``train_labels``, ``val_*``, ``test_*``).
+
+Images: PNG, JPEG, TIFF (8- or 16-bit) through Pillow, DICOM through pydicom (rescale slope
+and intercept, then the VOI LUT or window when present; MONOCHROME1 inverted). Images that are
+not 8-bit are scaled to 0–255 by their own minimum and maximum. A dataset is colour (stored
+``(N, 3, S, S)``) when its first image is; otherwise grey (``(N, S, S)``), colour images
+converted to grey by luminance.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,104 +39,334 @@ from hetcv.seeding import derive_seed
 DIGITS_VARIANTS = ("udigits", "digitvalue")
 RARE_DIGIT = 8
 RARE_DIGIT_KEPT_FRACTION = 0.25
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
+NPZ_SPLITS = ("train", "val", "test")
 
 
-def load_digits_source(variant: str, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """The embedded demo datasets.
+@dataclass
+class SourceData:
+    """A source's manifest and how to decode the image of each of its rows."""
 
-    Returns ``images: (N, 8, 8) uint8`` (0–255) and the manifest. For ``udigits`` the kept
-    quarter of the 8s is drawn with a seed derived from ``seed``.
-    """
+    manifest: pd.DataFrame
+    read_image: Callable[[int], np.ndarray]  # row → (H, W) or (H, W, 3) array, any dtype
+    describe: Callable[[int], str]  # row → file (or array entry) named in errors
+    files: list[Path] | None = None  # image files, when the source has files
+
+
+def digits_source(variant: str, seed: int) -> SourceData:
+    """The embedded demo datasets; the kept quarter of the 8s is drawn with ``seed``."""
     from sklearn.datasets import load_digits
 
     if variant not in DIGITS_VARIANTS:
-        raise HetcvError(
-            f"source.variant: unknown digits variant {variant!r}; "
-            f"choose one of {', '.join(DIGITS_VARIANTS)}"
-        )
+        raise HetcvError(f"source.variant: unknown digits variant {variant!r}")
     digits = load_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     digit = digits.target.astype(np.int64)
     sample_id = np.array([f"digit{index:04d}" for index in range(len(digit))])
-
     if variant == "digitvalue":
+        keep = np.arange(len(digit))
         manifest = pd.DataFrame({"sample_id": sample_id, "target": digit.astype(np.float64)})
-        return images, manifest
+    else:
+        rare = np.flatnonzero(digit == RARE_DIGIT)
+        rng = np.random.default_rng(derive_seed(seed, "udigits"))
+        n_kept = math.ceil(len(rare) * RARE_DIGIT_KEPT_FRACTION)
+        dropped = np.setdiff1d(rare, rng.choice(rare, size=n_kept, replace=False))
+        keep = np.setdiff1d(np.arange(len(digit)), dropped)
+        manifest = pd.DataFrame(
+            {
+                "sample_id": sample_id[keep],
+                "target": (digit[keep] >= 5).astype(np.int64),
+                "subgroup": digit[keep],
+            }
+        )
+    return SourceData(manifest, lambda row: images[keep[row]], lambda row: f"digits[{keep[row]}]")
 
-    rare = np.flatnonzero(digit == RARE_DIGIT)
-    rng = np.random.default_rng(derive_seed(seed, "udigits"))
-    n_kept = math.ceil(len(rare) * RARE_DIGIT_KEPT_FRACTION)
-    dropped = np.setdiff1d(rare, rng.choice(rare, size=n_kept, replace=False))
-    keep = np.setdiff1d(np.arange(len(digit)), dropped)
+
+def read_table(path: Path, key: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise HetcvError(f"{key}: table {path} does not exist")
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise HetcvError(f"{key}: cannot read {path}: {error}") from error
+
+
+def csv_source(options: dict) -> SourceData:
+    """Rows of a table (after ``query``); images named by an id (+ ``extension``) or a path."""
+    table_path = Path(options["csv"])
+    folder = Path(options["images"])
+    table = read_table(table_path, "source.csv")
+    id_column = options.get("id_column")
+    path_column = options.get("path_column")
+    wanted = [c for c in (id_column, path_column, options["target_column"]) if c]
+    wanted += options.get("metadata_columns", [])
+    for column in wanted:
+        if column not in table.columns:
+            raise HetcvError(
+                f"{table_path}: column {column!r} not found (columns: {', '.join(table.columns)})"
+            )
+    if options.get("query"):
+        try:
+            table = table.query(options["query"])
+        except Exception as error:  # pandas raises many types for a bad expression
+            raise HetcvError(f"source.query {options['query']!r}: {error}") from error
+        if table.empty:
+            raise HetcvError(f"source.query {options['query']!r} selects no row of {table_path}")
+    table = table.reset_index(drop=True)
+    if path_column:
+        names = table[path_column].astype(str)
+    else:
+        names = table[id_column].astype(str) + options.get("extension", "")
     manifest = pd.DataFrame(
         {
-            "sample_id": sample_id[keep],
-            "target": (digit[keep] >= 5).astype(np.int64),
-            "subgroup": digit[keep],
+            "sample_id": table[id_column or path_column].astype(str),
+            "target": table[options["target_column"]],
+            **{column: table[column] for column in options.get("metadata_columns", [])},
         }
     )
-    return images[keep], manifest
+    paths = [folder / name for name in names]
+    return file_source(manifest, paths)
 
 
-def resize_grey(images: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize ``(N, H, W)`` uint8 images to ``(N, image_size, image_size)``, bilinear."""
-    out = np.empty((len(images), image_size, image_size), dtype=np.uint8)
-    for index, image in enumerate(images):
-        resized = Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BILINEAR)
-        out[index] = np.asarray(resized)
-    return out
+def file_source(manifest: pd.DataFrame, paths: list[Path]) -> SourceData:
+    return SourceData(
+        manifest, lambda row: read_image_file(paths[row]), lambda row: str(paths[row]), paths
+    )
 
 
-def load_source(source: dict, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """Images (uint8, source resolution) and manifest of a configured source."""
+def folder_source(options: dict) -> SourceData:
+    """``root/<class>/<image>``: the target is the class index, ``class_name`` its folder."""
+    root = Path(options["root"])
+    if not root.is_dir():
+        raise HetcvError(f"source.root: folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    rows = []
+    for index, name in enumerate(classes):
+        for path in sorted((root / name).iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                rows.append((f"{name}/{path.name}", index, name, path))
+    if not rows:
+        raise HetcvError(f"source.root: no images in class sub-folders of {root}")
+    manifest = pd.DataFrame(
+        {
+            "sample_id": [r[0] for r in rows],
+            "target": np.array([r[1] for r in rows], dtype=np.int64),
+            "class_name": [r[2] for r in rows],
+        }
+    )
+    return file_source(manifest, [r[3] for r in rows])
+
+
+def npz_source(options: dict) -> SourceData:
+    """MedMNIST's ``.npz``: ``{split}_images`` and ``{split}_labels`` for each chosen split."""
+    path = Path(options["path"])
+    if not path.is_file():
+        raise HetcvError(f"source.path: file {path} does not exist")
+    archive = np.load(path)
+    splits = options.get("splits", list(NPZ_SPLITS))
+    frames, arrays = [], []
+    for split in splits:
+        for key in (f"{split}_images", f"{split}_labels"):
+            if key not in archive.files:
+                raise HetcvError(
+                    f"{path}: array {key!r} not found (has {', '.join(archive.files)})"
+                )
+        labels = archive[f"{split}_labels"]
+        if labels.ndim == 2 and labels.shape[1] != 1:
+            raise HetcvError(
+                f"{path}: {split}_labels has {labels.shape[1]} columns; hetcv "
+                "needs one label per image"
+            )
+        images = archive[f"{split}_images"]
+        arrays.append(images)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "sample_id": [f"{split}-{i:06d}" for i in range(len(images))],
+                    "target": labels.reshape(len(labels)),
+                    "split": split,
+                }
+            )
+        )
+    manifest = pd.concat(frames, ignore_index=True)
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+
+    def locate(row: int) -> tuple[int, int]:
+        part = int(np.searchsorted(offsets, row, side="right") - 1)
+        return part, row - offsets[part]
+
+    def read(row: int) -> np.ndarray:
+        part, index = locate(row)
+        return arrays[part][index]
+
+    def describe(row: int) -> str:
+        part, index = locate(row)
+        return f"{path}:{splits[part]}_images[{index}]"
+
+    return SourceData(manifest, read, describe)
+
+
+def load_source(source: dict, seed: int) -> SourceData:
     kind = source["kind"]
     if kind == "digits":
-        return load_digits_source(source["variant"], seed)
-    raise HetcvError(f"source.kind: {kind!r} is not supported (supported: digits)")
+        return digits_source(source["variant"], seed)
+    if kind == "csv":
+        return csv_source(source)
+    if kind == "folder":
+        return folder_source(source)
+    if kind == "npz":
+        return npz_source(source)
+    raise HetcvError(f"source.kind: {kind!r} is not supported (digits, csv, folder, npz)")
 
 
 def source_has_subgroups(source: dict) -> bool:
-    """Whether a source's manifest carries a ``subgroup`` column (known before preparing)."""
-    return source["kind"] == "digits" and source["variant"] == "udigits"
+    """Whether the manifest will carry a ``subgroup`` column (known without reading images)."""
+    if source["kind"] == "digits":
+        return source["variant"] == "udigits"
+    return "subgroup" in source.get("metadata_columns", [])
 
 
 def count_samples(source: dict, seed: int) -> int:
-    """How many samples a source holds, for resolving ``half`` / ``all`` at DAG-build time."""
-    return len(load_source(source, seed)[1])
+    """How many samples a source holds, for resolving ``half`` / ``all`` before any job."""
+    return len(load_source(source, seed).manifest)
 
 
-def validate_manifest(manifest: pd.DataFrame, task: str, where: str) -> None:
-    """Check ids and targets; ``where`` names the source in the error message."""
-    duplicated = manifest["sample_id"][manifest["sample_id"].duplicated()]
+def read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    dataset = pydicom.dcmread(path)
+    pixels = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)
+    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
+        pixels = apply_voi_lut(pixels, dataset)
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    return pixels
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """Decode one image file into an array; one clear error when it cannot be read."""
+    if not path.is_file():
+        raise HetcvError(f"{path}: image file does not exist")
+    try:
+        if path.suffix.lower() == ".dcm":
+            return read_dicom(path)
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "P", "CMYK", "YCbCr", "LA"):
+                image = image.convert("RGB")
+            return np.asarray(image)
+    except HetcvError:
+        raise
+    except Exception as error:  # Pillow and pydicom raise many types for a broken file
+        raise HetcvError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8-bit images as they are; anything else scaled to 0–255 by its own min and max."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    pixels = pixels.astype(np.float64)
+    low, high = np.nanmin(pixels), np.nanmax(pixels)
+    if high <= low:
+        return np.zeros(pixels.shape, dtype=np.uint8)
+    return np.rint((pixels - low) / (high - low) * 255.0).astype(np.uint8)
+
+
+def is_colour(pixels: np.ndarray) -> bool:
+    return pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
+
+
+def resized(pixels: np.ndarray, image_size: int, colour: bool) -> np.ndarray:
+    """One image as uint8 ``(S, S)`` or ``(3, S, S)``; grey ↔ colour converted as needed."""
+    image = Image.fromarray(to_uint8(pixels))
+    image = image.convert("RGB" if colour else "L")
+    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    array = np.asarray(image)
+    return np.moveaxis(array, -1, 0) if colour else array
+
+
+def validate_manifest(manifest: pd.DataFrame, task: str, where: str) -> pd.DataFrame:
+    """Check ids and targets; returns the manifest with a numeric ``target``.
+
+    Classification labels that are not numbers are coded 0..C-1 in sorted order, the original
+    kept as ``label``. ``where`` names the source in error messages.
+    """
+    ids = manifest["sample_id"]
+    if ids.isna().any():
+        raise HetcvError(f"{where}: row {int(np.flatnonzero(ids.isna())[0])} has no sample id")
+    duplicated = ids[ids.duplicated()]
     if len(duplicated):
         raise HetcvError(f"{where}: duplicate sample id {duplicated.iloc[0]!r}")
-    target = pd.to_numeric(manifest["target"], errors="coerce")
-    bad = target.isna() | ~np.isfinite(target)
+    raw = manifest["target"]
+    missing = raw.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise HetcvError(f"{where}: row {row} (sample {ids.iloc[row]!r}) has a missing target")
+    target = pd.to_numeric(raw, errors="coerce")
+    manifest = manifest.copy()
+    if task == "classification" and target.isna().any():
+        labels = raw.astype(str)
+        manifest["label"] = labels
+        target = pd.Series(np.unique(labels, return_inverse=True)[1], index=raw.index)
+    bad = target.isna().to_numpy() | ~np.isfinite(target.to_numpy(dtype=np.float64))
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         raise HetcvError(
-            f"{where}: row {row} (sample {manifest['sample_id'].iloc[row]!r}) has a missing "
-            f"or non-numeric target {manifest['target'].iloc[row]!r}"
+            f"{where}: row {row} (sample {ids.iloc[row]!r}) has a missing or non-numeric "
+            f"target {raw.iloc[row]!r}"
         )
-    if task == "classification" and target.nunique() < 2:
-        raise HetcvError(f"{where}: a classification set needs at least 2 classes, found 1")
+    if task == "classification":
+        if target.nunique() < 2:
+            raise HetcvError(f"{where}: a classification set needs at least 2 classes, found 1")
+        manifest["target"] = target.astype(np.int64)
+    else:
+        manifest["target"] = target.astype(np.float64)
+    return manifest.reset_index(drop=True)
 
 
-def prepare_dataset(
-    source: dict, task: str, image_size: int, seed: int
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Decode, validate and resize a source: ``(N, image_size, image_size)`` uint8 and manifest."""
-    images, manifest = load_source(source, seed)
-    validate_manifest(manifest, task, where=f"source {source['kind']}")
-    return resize_grey(images, image_size), manifest.reset_index(drop=True)
+def source_name(source: dict) -> str:
+    """What error messages call the source: its table, folder or file."""
+    for key in ("csv", "root", "path"):
+        if key in source:
+            return str(source[key])
+    return f"source {source['kind']}"
+
+
+def check_files(data: SourceData) -> None:
+    """Every image file exists, checked before the first one is decoded."""
+    for row, path in enumerate(data.files or []):
+        if not path.is_file():
+            raise HetcvError(
+                f"row {row} (sample {data.manifest['sample_id'].iloc[row]!r}): image file "
+                f"{path} does not exist"
+            )
 
 
 def run_prepare_job(
     *, out_images: str, out_manifest: str, source: dict, task: str, image_size: int, seed: int
 ) -> None:
-    """The prepare rule: write ``images.npy`` and ``manifest.parquet``."""
-    from hetcv.io import write_npy, write_parquet
+    """The prepare rule: stream every image into ``images.npy``; write ``manifest.parquet``."""
+    from hetcv.io import atomic_path, write_parquet
 
-    images, manifest = prepare_dataset(source, task, image_size, seed)
-    write_npy(images, out_images)
+    data = load_source(source, seed)
+    manifest = validate_manifest(data.manifest, task, where=source_name(source))
+    check_files(data)
+    first = data.read_image(0)
+    colour = is_colour(first)
+    shape = (
+        (len(manifest), 3, image_size, image_size)
+        if colour
+        else (len(manifest), image_size, image_size)
+    )
+    with atomic_path(out_images) as temporary:
+        images = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+        for row in range(len(manifest)):
+            pixels = first if row == 0 else data.read_image(row)
+            try:
+                images[row] = resized(pixels, image_size, colour)
+            except (ValueError, TypeError) as error:
+                raise HetcvError(f"{data.describe(row)}: cannot use image: {error}") from error
+        images.flush()
+        del images
     write_parquet(manifest, out_manifest)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hetcv.io import write_csv
+
 
 def consensus_clusters(assignments: pd.DataFrame) -> pd.DataFrame:
     """Majority label over repeats per (n, fold, sample); ties go to the lower cluster number.
@@ -40,3 +42,20 @@ def clusters_per_sample(
     )
     columns = ["sample_id", "n", "fold", "cluster", "membership", "prediction", score]
     return table[columns].sort_values(["n", "fold", "sample_id"], ignore_index=True)
+
+
+def run_export_job(
+    *, assignments: list[str], features: list[str], out: str, task: str, selected: dict
+) -> None:
+    """The export_clusters rule: read the selected clustering and the features, write the CSV."""
+    chosen = pd.concat(pd.read_parquet(path) for path in assignments)
+    chosen = chosen[chosen["k"] == selected["k"]]
+    columns = [
+        "sample_id",
+        "n",
+        "fold",
+        "prediction",
+        "correct" if task == "classification" else "sq_error",
+    ]
+    held_out = pd.concat(pd.read_parquet(path, columns=columns) for path in features)
+    write_csv(clusters_per_sample(chosen, held_out, task), out)

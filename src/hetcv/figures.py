@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hetcv.io import atomic_path  # noqa: E402
 from hetcv.tables import select  # noqa: E402
@@ -73,24 +74,45 @@ def sample_size_axis(axis, sizes) -> None:
     axis.set_xlabel("sample size n")
 
 
+def cluster_bands(axis, rows, centre, low, high, style) -> dict:
+    """One line per cluster across the sample sizes, with a shaded band.
+
+    ``centre``, ``low`` and ``high`` map a cluster's rows (sorted by n) to y values. Returns
+    the x position of each sample size.
+    """
+    sizes = sorted(rows["n"].unique())
+    position = {n: i for i, n in enumerate(sizes)}
+    colours = sns.color_palette(style["palette"], int(rows["cluster"].max()) + 1)
+    for cluster, group in rows.groupby("cluster"):
+        group = group.sort_values("n")
+        x = group["n"].map(position)
+        lower, upper = low(group), high(group)
+        colour = colours[int(cluster)]
+        axis.plot(x, centre(group), marker="o", color=colour, label=f"cluster {cluster}")
+        axis.fill_between(
+            x,
+            np.minimum(lower, upper),
+            np.maximum(lower, upper),
+            color=colour,
+            alpha=0.15,
+            linewidth=0,
+        )
+    sample_size_axis(axis, sizes)
+    return position
+
+
 def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
     """Per-cluster test metric vs sample size, CI bands, whole-set metric highlighted."""
     figure, axes = new_figure(style)
     axis = axes[0, 0]
-    rows = select(clusters, selected)
-    sizes = sorted(rows["n"].unique())
-    position = {n: i for i, n in enumerate(sizes)}
-    colours = sns.color_palette(style["palette"], selected["k"] * 2)
-    for cluster, group in rows.groupby("cluster"):
-        group = group.sort_values("n")
-        x = group["n"].map(position)
-        y = as_plotted(group["metric"], task)
-        low, high = as_plotted(group["ci_low"], task), as_plotted(group["ci_high"], task)
-        colour = colours[int(cluster) % len(colours)]
-        axis.plot(x, y, marker="o", color=colour, label=f"cluster {cluster}")
-        axis.fill_between(
-            x, np.minimum(low, high), np.maximum(low, high), color=colour, alpha=0.15, linewidth=0
-        )
+    position = cluster_bands(
+        axis,
+        select(clusters, selected),
+        centre=lambda g: as_plotted(g["metric"], task),
+        low=lambda g: as_plotted(g["ci_low"], task),
+        high=lambda g: as_plotted(g["ci_high"], task),
+        style=style,
+    )
     whole = select(cv, selected).sort_values("n")
     axis.plot(
         whole["n"].map(position),
@@ -100,7 +122,6 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
         marker="s",
         label="whole held-out set",
     )
-    sample_size_axis(axis, sizes)
     axis.set_ylabel(f"per-cluster {metric_label(task)}")
     axis.set_title(
         f"{dataset}: {metric_label(task)} of each cluster "
@@ -111,24 +132,19 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
 
 
 def figure3(clusters, selected, style, dataset) -> Figure:
-    """Cluster sizes (% of the held-out samples) vs sample size."""
+    """Cluster sizes (% of the held-out samples) vs sample size, ± sd."""
     figure, axes = new_figure(style)
     axis = axes[0, 0]
     rows = select(clusters, selected)
-    sizes = sorted(rows["n"].unique())
-    position = {n: i for i, n in enumerate(sizes)}
-    colours = sns.color_palette(style["palette"], selected["k"] * 2)
-    for cluster, group in rows.groupby("cluster"):
-        group = group.sort_values("n")
-        x = group["n"].map(position)
-        colour = colours[int(cluster) % len(colours)]
-        axis.plot(x, group["size_pct"], marker="o", color=colour, label=f"cluster {cluster}")
-        sd = group["size_pct_sd"].fillna(0)
-        axis.fill_between(
-            x, group["size_pct"] - sd, group["size_pct"] + sd, color=colour, alpha=0.15, linewidth=0
-        )
-    axis.axhline(100 / selected["k"], color="grey", linestyle=":", label="equal sizes")
-    sample_size_axis(axis, sizes)
+    cluster_bands(
+        axis,
+        rows,
+        centre=lambda g: g["size_pct"],
+        low=lambda g: g["size_pct"] - g["size_pct_sd"].fillna(0),
+        high=lambda g: g["size_pct"] + g["size_pct_sd"].fillna(0),
+        style=style,
+    )
+    axis.axhline(100 / rows["cluster"].nunique(), color="grey", linestyle=":", label="equal sizes")
     axis.set_ylabel("cluster size (% of held-out samples)")
     axis.set_title(f"{dataset}: cluster sizes, mean ± sd over folds and repeats")
     axis.legend(fontsize="small", ncol=2)
@@ -243,6 +259,7 @@ def figure_validity(validity, style, dataset) -> Figure:
             )
         axis.set_title(title, fontsize="medium")
         axis.set_ylabel("")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(
         f"{dataset}: choosing the number of clusters (n = {largest}, mean over folds and repeats)"
     )
@@ -257,11 +274,13 @@ def figure_scatter(points_by_n: dict, style, dataset, selected) -> Figure:
     """
     sizes = sorted(points_by_n)
     figure, axes = new_figure(style, columns=len(sizes))
-    colours = sns.color_palette(style["palette"], selected["k"] * 2)
+    colours = sns.color_palette(
+        style["palette"], max(int(p["cluster"].max()) for p in points_by_n.values()) + 1
+    )
     for axis, n in zip(axes.flat, sizes, strict=True):
         points = points_by_n[n]
         for cluster, group in points.groupby("cluster"):
-            colour = colours[int(cluster) % len(colours)]
+            colour = colours[int(cluster)]
             right = group[~group["error"]]
             wrong = group[group["error"]]
             axis.scatter(
@@ -335,7 +354,15 @@ def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
     sizes = sorted(shares["n"].unique())
     figure, axes = new_figure(style, columns=len(sizes))
     for axis, n in zip(axes.flat, sizes, strict=True):
-        grid = shares[shares["n"] == n].pivot(index="subgroup", columns="cluster", values="share")
+        grid = (
+            shares[shares["n"] == n]
+            .pivot(index="subgroup", columns="cluster", values="share")
+            .reindex(
+                index=sorted(shares["subgroup"].unique()),
+                columns=sorted(shares["cluster"].unique()),
+            )
+            .fillna(0.0)
+        )
         sns.heatmap(
             grid,
             annot=True,
@@ -345,6 +372,7 @@ def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
             ax=axis,
             annot_kws={"fontsize": "x-small"},
         )
+        axis.grid(False)
         axis.set_title(f"n = {n}")
     figure.suptitle(f"{dataset}: share of each subgroup in each cluster (% of the cluster)")
     figure.tight_layout()

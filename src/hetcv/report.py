@@ -8,8 +8,7 @@ import pandas as pd
 from hetcv import figures, tables
 from hetcv.cluster import pca_scores
 from hetcv.columns import FEATURE_COLUMNS
-from hetcv.export import clusters_per_sample
-from hetcv.io import atomic_path, write_csv
+from hetcv.io import atomic_path
 from hetcv.verdict import dataset_verdict
 
 GALLERY_IMAGES = 8
@@ -65,22 +64,6 @@ def run_figures_job(
     }
     for name, figure in made.items():
         figures.save(figure, out[f"{name}_png"], out[f"{name}_pdf"], style)
-
-
-def run_export_job(
-    *, assignments: list[str], features: list[str], out: str, task: str, selected: dict
-) -> None:
-    chosen = pd.concat(pd.read_parquet(path) for path in assignments)
-    chosen = chosen[chosen["k"] == selected["k"]]
-    columns = [
-        "sample_id",
-        "n",
-        "fold",
-        "prediction",
-        "correct" if task == "classification" else "sq_error",
-    ]
-    held_out = pd.concat(pd.read_parquet(path, columns=columns) for path in features)
-    write_csv(clusters_per_sample(chosen, held_out, task), out)
 
 
 def error_flags(table: pd.DataFrame, task: str) -> np.ndarray:

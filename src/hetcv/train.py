@@ -10,9 +10,12 @@ repeated.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,7 +41,13 @@ class FoldResult:
 
 
 def select_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else the CPU. With several visible GPUs (a local multi-GPU box run
+    with ``--resources gpu=N``), the one with the most free memory, so that concurrent train
+    jobs spread over the cards; SLURM jobs see only their own GPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    free = [torch.cuda.mem_get_info(index)[0] for index in range(torch.cuda.device_count())]
+    return torch.device("cuda", int(max(range(len(free)), key=free.__getitem__)))
 
 
 class InputPipeline:
@@ -88,12 +97,19 @@ def fit_fold(
     lr: float,
     seed: int,
     device: torch.device | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_tag: str = "",
 ) -> FoldResult:
     """Train on ``train_index``, evaluate on ``test_index`` after every epoch.
 
     ``targets``: class indices ``0..n_outputs-1`` (classification) or values (regression,
     standardised internally with the training mean and sd). Raw outputs are returned in
     target units for regression.
+
+    With ``checkpoint``, the state after every epoch (model, optimiser, random generators,
+    history) is saved there, and a run finding a checkpoint with the same ``checkpoint_tag``
+    (the training settings) resumes after its epoch: a killed job loses at most one epoch and
+    ends, on the CPU, with the same model as an uninterrupted run.
     """
     device = device or select_device()
     cuda = device.type == "cuda"
@@ -126,7 +142,9 @@ def fit_fold(
     generator = torch.Generator().manual_seed(seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     history = []
-    for epoch in range(1, epochs + 1):
+    done = resume(checkpoint, checkpoint_tag, model, optimizer, generator, history)
+    outputs = features = None
+    for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
         model.train()
         loss_sum = 0.0
@@ -154,9 +172,47 @@ def fit_fold(
             row["heldout_rmse"] = float(((raw.squeeze(1) - heldout) * scale).pow(2).mean().sqrt())
         log.info("epoch %s", row)
         history.append(row)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, checkpoint_tag, epoch, model, optimizer, generator, history)
+    if outputs is None:  # every epoch was done before a restart
+        outputs, features = evaluate(model, pipeline, test_rows, autocast)
     if not classification:
         outputs = outputs * scale + shift
     return FoldResult(model.cpu(), pd.DataFrame(history), outputs, features)
+
+
+def save_checkpoint(path, tag, epoch, model, optimizer, generator, history) -> None:
+    state = {
+        "tag": tag,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": history,
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def resume(path, tag, model, optimizer, generator, history) -> int:
+    """Load a matching checkpoint into the training state; returns the epochs it holds."""
+    if path is None or not Path(path).exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("tag") != tag:
+        log.warning("ignoring checkpoint %s: it was made with other settings", path)
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    history.extend(state["history"])
+    log.info("resuming from %s after epoch %d", path, state["epoch"])
+    return int(state["epoch"])
 
 
 @torch.inference_mode()
@@ -261,6 +317,8 @@ def run_train_job(
     else:
         classes, targets, n_outputs = np.array([]), target.astype(np.float32), 1
     device = select_device()
+    # SLURM sets this when the job was given a GPU: logged as evidence of the allocation.
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     log.info(
         "fold %d: %d train, %d held out, device %s, %d threads",
         fold,
@@ -268,6 +326,20 @@ def run_train_job(
         len(test_index),
         device,
         torch.get_num_threads(),
+    )
+    checkpoint = Path(out_model).with_name("checkpoint.pt")
+    tag = json.dumps(
+        {
+            "task": task,
+            "model": model,
+            "pretrained": pretrained,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "split": split,
+        },
+        sort_keys=True,
     )
     result = fit_fold(
         subset,
@@ -283,11 +355,13 @@ def run_train_job(
         lr=lr,
         seed=seed,
         device=device,
+        checkpoint=checkpoint,
+        checkpoint_tag=tag,
     )
     features = held_out_table(
         table, test_index, n, fold, task, classes, result.outputs, result.features
     )
-    checkpoint = {
+    saved = {
         "arch": model,
         "task": task,
         "classes": classes.tolist(),
@@ -295,6 +369,7 @@ def run_train_job(
         "state_dict": result.model.state_dict(),
     }
     with atomic_path(out_model) as temporary:
-        torch.save(checkpoint, temporary)
+        torch.save(saved, temporary)
     write_csv(result.history, out_history)
     write_parquet(features, out_features)
+    checkpoint.unlink(missing_ok=True)

@@ -2,47 +2,68 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hetcv.data import load_digits_source, prepare_dataset, resize_grey, validate_manifest
+from hetcv.data import digits_source, resized, run_prepare_job, to_uint8, validate_manifest
 from hetcv.errors import HetcvError
 
 
 def test_udigits_keeps_a_quarter_of_the_eights_as_a_rare_subgroup():
-    images, manifest = load_digits_source("udigits", seed=0)
+    data = digits_source("udigits", seed=0)
+    manifest = data.manifest
     subgroup = manifest["subgroup"].to_numpy()
-    assert len(manifest) == 1797 - 174 + 44 == len(images)
+    assert len(manifest) == 1797 - 174 + 44
     assert (subgroup == 8).sum() == 44  # ceil(174 / 4)
     assert 0.02 < (subgroup == 8).mean() < 0.03
     assert np.array_equal(manifest["target"], (subgroup >= 5).astype(int))
     assert manifest["sample_id"].is_unique
+    assert data.read_image(0).shape == (8, 8)
 
 
 def test_udigits_subgroup_draw_is_seeded():
-    _, first = load_digits_source("udigits", seed=0)
-    _, again = load_digits_source("udigits", seed=0)
-    _, other = load_digits_source("udigits", seed=1)
+    first = digits_source("udigits", seed=0).manifest
+    again = digits_source("udigits", seed=0).manifest
+    other = digits_source("udigits", seed=1).manifest
     assert first.equals(again)
     assert not first["sample_id"].equals(other["sample_id"])
 
 
 def test_digitvalue_is_the_whole_set_with_the_digit_as_target():
-    images, manifest = load_digits_source("digitvalue", seed=0)
-    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
-    assert images.max() == 255
-    assert manifest["target"].dtype == np.float64
-    assert set(manifest["target"]) == set(range(10))
+    data = digits_source("digitvalue", seed=0)
+    assert len(data.manifest) == 1797
+    assert data.manifest["target"].dtype == np.float64
+    assert set(data.manifest["target"]) == set(range(10))
+    assert max(data.read_image(i).max() for i in range(20)) == 255
 
 
-def test_prepare_resizes_once_to_uint8_grey():
-    images, manifest = prepare_dataset(
-        {"kind": "digits", "variant": "digitvalue"}, "regression", 32, seed=0
+def test_prepare_streams_resized_uint8_grey_images(tmp_path):
+    run_prepare_job(
+        out_images=str(tmp_path / "images.npy"),
+        out_manifest=str(tmp_path / "m.parquet"),
+        source={"kind": "digits", "variant": "digitvalue"},
+        task="regression",
+        image_size=32,
+        seed=0,
     )
+    images = np.load(tmp_path / "images.npy")
     assert images.shape == (1797, 32, 32) and images.dtype == np.uint8
+    manifest = pd.read_parquet(tmp_path / "m.parquet")
     assert list(manifest.columns) == ["sample_id", "target"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npy", "m.parquet"]
 
 
-def test_resize_keeps_a_constant_image_constant():
-    image = np.full((1, 8, 8), 77, dtype=np.uint8)
-    assert np.all(resize_grey(image, 32) == 77)
+def test_resize_keeps_a_constant_image_constant_and_converts_colour():
+    grey = np.full((8, 8), 77, dtype=np.uint8)
+    assert np.all(resized(grey, 32, colour=False) == 77)
+    colour = resized(grey, 16, colour=True)
+    assert colour.shape == (3, 16, 16) and np.all(colour == 77)
+    red = np.zeros((4, 4, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    assert resized(red, 4, colour=False)[0, 0] == 76  # ITU-R 601 luma of pure red
+
+
+def test_sixteen_bit_images_are_scaled_by_their_own_range():
+    pixels = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
+    assert to_uint8(pixels).tolist() == [[0, 64], [128, 255]]
+    assert to_uint8(np.full((2, 2), 7.0)).tolist() == [[0, 0], [0, 0]]
 
 
 @pytest.mark.parametrize(
@@ -56,7 +77,7 @@ def test_resize_keeps_a_constant_image_constant():
         (
             pd.DataFrame({"sample_id": ["a", "b"], "target": [0.0, np.nan]}),
             "regression",
-            "row 1 \\(sample 'b'\\) has a missing or non-numeric target",
+            "row 1 \\(sample 'b'\\) has a missing target",
         ),
         (
             pd.DataFrame({"sample_id": ["a", "b"], "target": ["1", "x"]}),
@@ -66,10 +87,17 @@ def test_resize_keeps_a_constant_image_constant():
         (
             pd.DataFrame({"sample_id": ["a", "b"], "target": [1, 1]}),
             "classification",
-            "a classification set needs at least 2 classes",
+            "a classification set needs at least 2 classes, found 1",
         ),
     ],
 )
 def test_bad_manifests_are_rejected_with_the_row(manifest, task, message):
     with pytest.raises(HetcvError, match=f"labels.csv: {message}"):
         validate_manifest(manifest, task, where="labels.csv")
+
+
+def test_text_class_labels_are_coded_in_sorted_order():
+    manifest = pd.DataFrame({"sample_id": ["a", "b", "c"], "target": ["keep", "discard", "keep"]})
+    coded = validate_manifest(manifest, "classification", where="t.csv")
+    assert coded["target"].tolist() == [1, 0, 1]
+    assert coded["label"].tolist() == ["keep", "discard", "keep"]

@@ -98,3 +98,57 @@ def test_held_out_table_schema_and_values(task, classes, outputs, expected):
     for column, values in expected.items():
         assert np.allclose(table[column].astype(float), values), column
     assert table["f511"].dtype == np.float32 and table["f511"].iloc[1] == 1023
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_path):
+    images, labels = bright_half_images(n=24)
+    index = np.arange(24)
+    settings = dict(
+        task="classification",
+        n_outputs=2,
+        arch="vgg16",
+        pretrained="none",
+        batch_size=16,
+        lr=1e-3,
+        seed=3,
+        device=torch.device("cpu"),
+    )
+    train, test = index[index % 4 != 0], index[index % 4 == 0]
+    straight = fit_fold(images, labels, train, test, epochs=2, **settings)
+    checkpoint = tmp_path / "checkpoint.pt"
+    # A job killed after its first epoch left this checkpoint behind (same settings tag).
+    fit_fold(
+        images,
+        labels,
+        train,
+        test,
+        epochs=1,
+        checkpoint=checkpoint,
+        checkpoint_tag="same",
+        **settings,
+    )
+    resumed = fit_fold(
+        images,
+        labels,
+        train,
+        test,
+        epochs=3,
+        checkpoint=checkpoint,
+        checkpoint_tag="same",
+        **settings,
+    )
+    assert list(resumed.history["epoch"]) == [1, 2, 3]
+    assert np.array_equal(resumed.features, straight.features)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    stale = fit_fold(
+        images,
+        labels,
+        train,
+        test,
+        epochs=1,
+        checkpoint=checkpoint,
+        checkpoint_tag="other settings",
+        **settings,
+    )
+    assert list(stale.history["epoch"]) == [1]

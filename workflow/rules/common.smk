@@ -181,6 +181,13 @@ def prepare_params(wildcards):
     )
 
 
+def source_inputs(wildcards):
+    """The source's table or archive, so that editing it re-runs prepare."""
+    source = dataset_config(wildcards.dataset)["source"]
+    files = {"csv": source.get("csv"), "npz": source.get("path")}
+    return {"source": files[source["kind"]]} if source["kind"] in files else {}
+
+
 def split_params(wildcards):
     settings = dataset_config(wildcards.dataset)
     return canonical(

@@ -1,4 +1,6 @@
 rule prepare:
+    input:
+        unpack(source_inputs),
     output:
         images="results/{dataset}/data/images.npy",
         manifest="results/{dataset}/data/manifest.parquet",

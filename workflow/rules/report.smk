@@ -1,3 +1,12 @@
+# Cheap aggregation: on a cluster these run where Snakemake runs, not through the queue.
+localrules:
+    tables,
+    figures,
+    export_clusters,
+    subgroup_heatmap,
+    summary_md,
+
+
 rule tables:
     input:
         **summary_inputs("cv", "clusters", "table1"),

@@ -4,7 +4,7 @@ import json
 import logging
 
 from hetcv.errors import one_line_errors
-from hetcv.report import run_export_job
+from hetcv.export import run_export_job
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)
 with one_line_errors():
