@@ -174,18 +174,23 @@ def figure4(cv, selected, style, dataset) -> Figure:
         label="noise floor (null CV, up to 95th pct.)",
     )
     axis.plot(x, rows["null_cv"], color="grey", linestyle=":")
+    # A percentile bootstrap interval need not contain the estimate (CV is biased under
+    # resampling), so the bar is clipped at the point rather than drawn inside out.
     error = np.vstack([rows["cv"] - rows["cv_ci_low"], rows["cv_ci_high"] - rows["cv"]])
+    error = np.clip(np.nan_to_num(error), 0, None)
     axis.errorbar(
         x,
         rows["cv"],
-        yerr=np.nan_to_num(error),
+        yerr=error,
         color="#1f4e9c",
         marker="o",
         linewidth=2,
         capsize=4,
         label="CV (95 % CI)",
     )
-    axis.set_ylim(0, top)
+    # 1 − NRMSE can fall below 0 for a poor regression model; its CV is then negative.
+    bottom = min(0.0, float(np.nanmin(rows[["cv", "cv_ci_low"]].to_numpy())) * 1.1)
+    axis.set_ylim(bottom, top)
     sample_size_axis(axis, rows["n"].tolist())
     axis.set_ylabel("coefficient of variation of cluster metrics (%)")
     axis.set_title(f"{dataset}: heterogeneity of performance across clusters")

@@ -32,6 +32,8 @@ def dataset_verdict(
             if row["above_noise_floor"]
             else "within the noise floor: no evidence of heterogeneity"
         )
+        if row["cv"] < 0:
+            reading = "mean cluster metric below 0 (errors beyond the target range): CV undefined"
         guideline = "meets" if row["cv"] < 5 else "misses"
         lines.append(
             f"| {row['n']} | {row['test_metric']:.3f} | {row['cv']:.1f} "
