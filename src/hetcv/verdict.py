@@ -34,7 +34,7 @@ def dataset_verdict(
         )
         if row["cv"] < 0:
             reading = "mean cluster metric below 0 (errors beyond the target range): CV undefined"
-        guideline = "meets" if row["cv"] < 5 else "misses"
+        guideline = "meets" if 0 <= row["cv"] < 5 else "misses"
         lines.append(
             f"| {row['n']} | {row['test_metric']:.3f} | {row['cv']:.1f} "
             f"({row['cv_ci_low']:.1f}–{row['cv_ci_high']:.1f}) | {row['null_cv']:.1f} | "
