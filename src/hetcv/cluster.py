@@ -19,7 +19,6 @@ from sklearn.decomposition import PCA
 from hetcv.errors import HetcvError
 
 log = logging.getLogger(__name__)
-ALGORITHMS = ("kmeans", "fcm", "gmm")
 
 
 @dataclass

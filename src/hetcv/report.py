@@ -117,7 +117,6 @@ def run_pictures_job(
     row_of = pd.Series(np.arange(len(table)), index=table["sample_id"])
     largest = per_sample["n"].max()
     at_largest = per_sample[per_sample["n"] == largest].assign(error=lambda t: error_flags(t, task))
-    loss = "correct" if task == "classification" else "sq_error"
     cluster_stats = tables.select(pd.read_parquet(clusters), selected)
     cluster_stats = cluster_stats[cluster_stats["n"] == largest].set_index("cluster")
     rows = []
@@ -127,7 +126,7 @@ def run_pictures_job(
         worst = (
             errors.sort_values("membership", ascending=False)
             if task == "classification"
-            else errors.sort_values(loss, ascending=False)
+            else errors.sort_values("sq_error", ascending=False)
         ).head(GALLERY_IMAGES)
         rows.append(
             {

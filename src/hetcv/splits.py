@@ -15,7 +15,6 @@ from sklearn.model_selection import StratifiedKFold
 from hetcv.errors import HetcvError
 
 REGRESSION_BINS = 10
-NAMED_SAMPLE_SIZES = ("half", "all")
 
 
 def resolve_sample_size(size: int | str, total: int) -> int:

@@ -14,8 +14,6 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-NORMALISERS = ("range", "mean", "std")
-
 
 def nrmse_normaliser(targets: np.ndarray, kind: str) -> float:
     """``range`` = max − min, ``mean``, or ``std`` (sample sd) of the dataset's targets."""

@@ -108,6 +108,7 @@ def compare_variants(
                 repeats=repeats,
                 pca_components=pca_components,
                 fcm=fcm,
+                # The comparison reads only the assignments: the smallest null will do.
                 null_permutations=19,
                 seed=derive_seed(seed, n, fold),
                 **options,
