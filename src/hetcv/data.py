@@ -11,6 +11,10 @@ Sources (``datasets.<name>.source.kind``; every option in config/README.md):
   ``udigits``: binary (digit >= 5) with a planted rare subgroup, a quarter of the 8s kept
   (the "U-MNIST" construction of Sohoni et al. 2020); the digit is kept as ``subgroup``.
   ``digitvalue``: regression of the digit's value.
+  The validation settings, binary as ``udigits``, each with a boolean ``planted`` column:
+  ``rare`` (``digit`` subsampled to a ``prevalence`` within its class), ``noisy`` (the labels
+  of a ``flip_rate`` of ``digit``'s images flipped; ``planted`` marks the whole digit, the
+  group whose labels are unreliable) and ``balanced`` (all images, clean: nothing planted).
 - ``csv``: a table with an id or path column and a target column; images in a folder.
 - ``folder``: one sub-folder per class (torchvision's ImageFolder convention).
 - ``npz``: MedMNIST's layout (``train_images``, ``train_labels``, ``val_*``, ``test_*``).
@@ -36,7 +40,8 @@ from PIL import Image
 from hetcv.errors import HetcvError
 from hetcv.seeding import derive_seed
 
-DIGITS_VARIANTS = ("udigits", "digitvalue")
+DIGITS_VARIANTS = ("udigits", "digitvalue", "rare", "noisy", "balanced")
+PLANTED_VARIANTS = ("rare", "noisy", "balanced")
 RARE_DIGIT = 8
 RARE_DIGIT_KEPT_FRACTION = 0.25
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
@@ -53,32 +58,60 @@ class SourceData:
     files: list[Path] | None = None  # image files, when the source has files
 
 
-def digits_source(variant: str, seed: int) -> SourceData:
-    """The embedded demo datasets; the kept quarter of the 8s is drawn with ``seed``."""
+def binary_digit_label(digit: np.ndarray) -> np.ndarray:
+    return (digit >= 5).astype(np.int64)
+
+
+def rare_subsample(digit: np.ndarray, planted: int, prevalence: float, rng) -> np.ndarray:
+    """Rows kept when ``planted`` is cut down to ``prevalence`` of its binary class."""
+    same_class = binary_digit_label(digit) == binary_digit_label(np.array([planted]))[0]
+    rows = np.flatnonzero(digit == planted)
+    others = int(np.sum(same_class & (digit != planted)))
+    wanted = round(prevalence * others / (1.0 - prevalence))
+    if not 1 <= wanted <= len(rows):
+        most = len(rows) / (len(rows) + others)
+        raise HetcvError(
+            f"source.prevalence: {prevalence} needs {wanted} images of digit {planted}, "
+            f"{len(rows)} exist (possible: {1 / (1 + others):.3f} to {most:.3f})"
+        )
+    dropped = np.setdiff1d(rows, rng.choice(rows, size=wanted, replace=False))
+    return np.setdiff1d(np.arange(len(digit)), dropped)
+
+
+def digits_source(source: dict, seed: int) -> SourceData:
+    """The embedded demo and validation datasets; every random draw uses ``seed``."""
     from sklearn.datasets import load_digits
 
+    variant = source["variant"]
     if variant not in DIGITS_VARIANTS:
         raise HetcvError(f"source.variant: unknown digits variant {variant!r}")
     digits = load_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     digit = digits.target.astype(np.int64)
     sample_id = np.array([f"digit{index:04d}" for index in range(len(digit))])
+    rng = np.random.default_rng(derive_seed(seed, variant))
+    keep = np.arange(len(digit))
     if variant == "digitvalue":
-        keep = np.arange(len(digit))
         manifest = pd.DataFrame({"sample_id": sample_id, "target": digit.astype(np.float64)})
-    else:
+        return SourceData(manifest, lambda row: images[row], lambda row: f"digits[{row}]")
+    if variant == "udigits":
         rare = np.flatnonzero(digit == RARE_DIGIT)
-        rng = np.random.default_rng(derive_seed(seed, "udigits"))
         n_kept = math.ceil(len(rare) * RARE_DIGIT_KEPT_FRACTION)
         dropped = np.setdiff1d(rare, rng.choice(rare, size=n_kept, replace=False))
-        keep = np.setdiff1d(np.arange(len(digit)), dropped)
-        manifest = pd.DataFrame(
-            {
-                "sample_id": sample_id[keep],
-                "target": (digit[keep] >= 5).astype(np.int64),
-                "subgroup": digit[keep],
-            }
-        )
+        keep = np.setdiff1d(keep, dropped)
+    target = binary_digit_label(digit)
+    planted_digit = source.get("digit", RARE_DIGIT)
+    if variant == "rare":
+        keep = rare_subsample(digit, planted_digit, source["prevalence"], rng)
+    if variant == "noisy":
+        rows = np.flatnonzero(digit == planted_digit)
+        flipped = rng.choice(rows, size=round(source["flip_rate"] * len(rows)), replace=False)
+        target[flipped] = 1 - target[flipped]
+    manifest = pd.DataFrame(
+        {"sample_id": sample_id[keep], "target": target[keep], "subgroup": digit[keep]}
+    )
+    if variant in PLANTED_VARIANTS:
+        manifest["planted"] = (digit[keep] == planted_digit) & (variant != "balanced")
     return SourceData(manifest, lambda row: images[keep[row]], lambda row: f"digits[{keep[row]}]")
 
 
@@ -209,7 +242,7 @@ def npz_source(options: dict) -> SourceData:
 def load_source(source: dict, seed: int) -> SourceData:
     kind = source["kind"]
     if kind == "digits":
-        return digits_source(source["variant"], seed)
+        return digits_source(source, seed)
     if kind == "csv":
         return csv_source(source)
     if kind == "folder":
@@ -222,7 +255,7 @@ def load_source(source: dict, seed: int) -> SourceData:
 def source_has_subgroups(source: dict) -> bool:
     """Whether the manifest will carry a ``subgroup`` column (known without reading images)."""
     if source["kind"] == "digits":
-        return source["variant"] == "udigits"
+        return source["variant"] != "digitvalue"
     return "subgroup" in source.get("metadata_columns", [])
 
 

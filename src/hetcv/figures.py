@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hetcv.io import atomic_path  # noqa: E402
 from hetcv.tables import select  # noqa: E402
+from hetcv.validation import NULL_SETTING  # noqa: E402
 
 # Clinical-chemistry guide for CV (Cui 1989, quoted by the paper) and the paper's own line.
 CV_BANDS = (
@@ -380,5 +381,55 @@ def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
         axis.grid(False)
         axis.set_title(f"n = {n}")
     figure.suptitle(f"{dataset}: share of each subgroup in each cluster (% of the cluster)")
+    figure.tight_layout()
+    return figure
+
+
+VALIDATION_STYLES = {
+    "hetcv": ("o", "-", "hetcv (worst cluster)"),
+    "confusion_cells": ("s", "--", "confusion-matrix cells"),
+    "random_partition": ("^", ":", "random partition"),
+}
+
+
+def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
+    """The planted-subgroup benchmark: recovery AUROC per setting and the excess CV."""
+    figure, axes = new_figure(style, columns=2)
+    settings = list(dict.fromkeys(table["setting"]))
+    planted = [s for s in settings if s != NULL_SETTING]
+    sizes = sorted(table["n"].unique())
+    colours = dict(zip(sizes, sns.color_palette(style["palette"], len(sizes)), strict=True))
+    recovery_axis, cv_axis = axes[0]
+    for (method, n), rows in table[table["setting"] != NULL_SETTING].groupby(["method", "n"]):
+        marker, line, label = VALIDATION_STYLES[method]
+        rows = rows.set_index("setting").reindex(planted)
+        recovery_axis.plot(
+            range(len(planted)),
+            rows["auroc"],
+            marker=marker,
+            linestyle=line,
+            color=colours[n],
+            label=f"{label}, n = {n}",
+        )
+    recovery_axis.axhline(0.5, color="grey", linewidth=0.8)
+    recovery_axis.set_xticks(range(len(planted)), planted, rotation=30)
+    recovery_axis.set_ylim(0.3, 1.02)
+    recovery_axis.set_ylabel("AUROC of worst-cluster membership")
+    recovery_axis.set_title("Does the worst cluster hold the planted group?")
+    recovery_axis.legend(fontsize="x-small")
+    tested = table[table["method"] == "hetcv"]
+    width = 0.8 / len(sizes)
+    for offset, n in enumerate(sizes):
+        rows = tested[tested["n"] == n].set_index("setting").reindex(settings)
+        positions = np.arange(len(settings)) + (offset - (len(sizes) - 1) / 2) * width
+        cv_axis.bar(positions, rows["excess_cv"], width, color=colours[n], label=f"n = {n}")
+        for x, y, p in zip(positions, rows["excess_cv"], rows["p_value"], strict=True):
+            if p < 0.05:
+                cv_axis.annotate("*", (x, y), ha="center", va="bottom")
+    cv_axis.axhline(0, color="grey", linewidth=0.8)
+    cv_axis.set_xticks(range(len(settings)), settings, rotation=30)
+    cv_axis.set_ylabel("excess CV = CV − null CV (points)")
+    cv_axis.set_title("Heterogeneity test (* p < 0.05)")
+    cv_axis.legend(fontsize="x-small")
     figure.tight_layout()
     return figure

@@ -197,3 +197,8 @@ def run_summary_md_job(*, summaries: dict, out: str, datasets: dict, selected: d
         )
     with atomic_path(out) as path:
         path.write_text("\n".join(parts))
+
+
+def run_validation_figure_job(*, table: str, out_png: str, out_pdf: str, style: dict) -> None:
+    figure = figures.figure_validation(pd.read_csv(table), style)
+    figures.save(figure, out_png, out_pdf, style)

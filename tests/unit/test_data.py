@@ -7,7 +7,7 @@ from hetcv.errors import HetcvError
 
 
 def test_udigits_keeps_a_quarter_of_the_eights_as_a_rare_subgroup():
-    data = digits_source("udigits", seed=0)
+    data = digits_source({"variant": "udigits"}, seed=0)
     manifest = data.manifest
     subgroup = manifest["subgroup"].to_numpy()
     assert len(manifest) == 1797 - 174 + 44
@@ -19,19 +19,53 @@ def test_udigits_keeps_a_quarter_of_the_eights_as_a_rare_subgroup():
 
 
 def test_udigits_subgroup_draw_is_seeded():
-    first = digits_source("udigits", seed=0).manifest
-    again = digits_source("udigits", seed=0).manifest
-    other = digits_source("udigits", seed=1).manifest
+    first = digits_source({"variant": "udigits"}, seed=0).manifest
+    again = digits_source({"variant": "udigits"}, seed=0).manifest
+    other = digits_source({"variant": "udigits"}, seed=1).manifest
     assert first.equals(again)
     assert not first["sample_id"].equals(other["sample_id"])
 
 
 def test_digitvalue_is_the_whole_set_with_the_digit_as_target():
-    data = digits_source("digitvalue", seed=0)
+    data = digits_source({"variant": "digitvalue"}, seed=0)
     assert len(data.manifest) == 1797
     assert data.manifest["target"].dtype == np.float64
     assert set(data.manifest["target"]) == set(range(10))
     assert max(data.read_image(i).max() for i in range(20)) == 255
+
+
+@pytest.mark.parametrize("prevalence", [0.02, 0.05, 0.10, 0.19])
+def test_rare_setting_plants_the_digit_at_its_share_of_the_class(prevalence):
+    manifest = digits_source({"variant": "rare", "prevalence": prevalence}, seed=0).manifest
+    positives = manifest[manifest["target"] == 1]
+    eights = int(positives["planted"].sum())
+    # 722 other images of digits 5, 6, 7, 9 share the class with the 8s.
+    assert eights == round(prevalence * 722 / (1 - prevalence))
+    assert positives["planted"].mean() == pytest.approx(prevalence, abs=0.002)
+    assert manifest["planted"].equals(manifest["subgroup"] == 8)
+    assert len(manifest) == 1797 - 174 + eights
+
+
+def test_rare_setting_names_the_possible_prevalences():
+    with pytest.raises(HetcvError, match=r"source.prevalence: 0.25 needs 241 images of digit 8"):
+        digits_source({"variant": "rare", "prevalence": 0.25}, seed=0)
+
+
+def test_noisy_setting_flips_the_labels_of_a_share_of_one_digit():
+    manifest = digits_source({"variant": "noisy", "flip_rate": 0.3}, seed=0).manifest
+    clean = (manifest["subgroup"] >= 5).astype(int)
+    flipped = manifest["target"] != clean
+    assert len(manifest) == 1797
+    assert flipped.sum() == round(0.3 * 174)
+    assert (manifest.loc[flipped, "subgroup"] == 8).all()
+    assert manifest["planted"].sum() == 174
+
+
+def test_balanced_setting_plants_nothing():
+    manifest = digits_source({"variant": "balanced"}, seed=0).manifest
+    assert len(manifest) == 1797
+    assert not manifest["planted"].any()
+    assert manifest["target"].mean() == pytest.approx(896 / 1797)
 
 
 def test_prepare_streams_resized_uint8_grey_images(tmp_path):

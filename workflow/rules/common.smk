@@ -13,7 +13,7 @@ os.environ.update(
 )
 
 from hetcv.config import check_config_schema
-from hetcv.data import count_samples, source_has_subgroups
+from hetcv.data import PLANTED_VARIANTS, count_samples, source_has_subgroups
 from hetcv.errors import HetcvError
 from hetcv.seeding import derive_seed
 from hetcv.splits import resolve_sample_sizes
@@ -55,7 +55,11 @@ def resolved_sample_sizes(name):
             key=f"datasets.{name}.sample_sizes",
         )
     except HetcvError as error:
-        raise ValueError(str(error)) from None
+        message = str(error)
+        # Source errors name their key from `source`; say which dataset it belongs to.
+        if message.startswith("source."):
+            message = f"datasets.{name}.{message}"
+        raise ValueError(message) from None
 
 
 def check_clustering():
@@ -367,3 +371,53 @@ def summary_md_params(wildcards):
             "summaries": {name: f"results/{name}/summary" for name in DATASETS},
         }
     )
+
+
+def validation_datasets():
+    """The datasets of the planted-subgroup benchmark: digits settings with a known group."""
+    names = [
+        name
+        for name in DATASETS
+        if dataset_config(name)["source"].get("variant") in PLANTED_VARIANTS
+    ]
+    if not names:
+        raise ValueError(
+            "validate: no dataset has source.variant rare, noisy or balanced "
+            "(run it with --configfile config/validation.yaml)"
+        )
+    return names
+
+
+def validation_inputs(wildcards):
+    """Per planted dataset: manifest, features, selected clustering and its CV summary."""
+    algorithm = config["clustering"]["selected"]["algorithm"]
+    fold_files = {
+        "features": "results/{dataset}/n{n}/fold{fold}/features.parquet",
+        "assignments": f"results/{{dataset}}/n{{n}}/fold{{fold}}/clusters_{algorithm}.parquet",
+        "runs": f"results/{{dataset}}/n{{n}}/fold{{fold}}/cluster_runs_{algorithm}.parquet",
+    }
+    inputs = {}
+    for name in validation_datasets():
+        inputs[f"{name}_manifest"] = [f"results/{name}/data/manifest.parquet"]
+        inputs[f"{name}_cv"] = [f"results/{name}/summary/cv.parquet"]
+        for kind, pattern in fold_files.items():
+            inputs[f"{name}_{kind}"] = fold_outputs(name, pattern)
+    return inputs
+
+
+def validation_params(wildcards):
+    return canonical(
+        {
+            "settings": {
+                name: dataset_config(name)["source"] for name in validation_datasets()
+            },
+            "selected": config["clustering"]["selected"],
+            "replicates": config["validation"]["calibration_replicates"],
+            "permutations": config["clustering"]["null_permutations"],
+            "seed": derive_seed(config["seed"], "validation"),
+        }
+    )
+
+
+def validation_figure_params(wildcards):
+    return canonical({"style": config["report"]})

@@ -1,0 +1,128 @@
+"""The shipped study files plan the jobs they promise (dry runs: nothing is trained)."""
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from conftest import PROJECT, job_counts, make_workdir, snakemake, write_config
+
+
+def with_placeholders_replaced(value, root: Path):
+    """Point every ``PLACEHOLDER/...`` path of a study file into ``root``."""
+    if isinstance(value, dict):
+        return {key: with_placeholders_replaced(item, root) for key, item in value.items()}
+    if isinstance(value, str) and value.startswith("PLACEHOLDER/"):
+        return str(root / value.removeprefix("PLACEHOLDER/"))
+    return value
+
+
+def write_placeholder_data(root: Path) -> None:
+    """Tables in the layouts paper.yaml expects (PSP: image,discard; RSNA: id,boneage,male)."""
+    (root / "psp_plates" / "images").mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "image": [f"scan{i:04d}.png" for i in range(800)],
+            "discard": [i % 3 == 0 for i in range(800)],
+        }
+    ).astype({"discard": int}).to_csv(root / "psp_plates" / "labels.csv", index=False)
+    bone_age = root / "rsna-bone-age"
+    (bone_age / "boneage-training-dataset").mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "id": range(1, 2001),
+            "boneage": [12 + i % 200 for i in range(2000)],
+            "male": [i % 4 == 0 for i in range(2000)],  # 1,500 girls
+        }
+    ).to_csv(bone_age / "boneage-training-dataset.csv", index=False)
+
+
+def test_paper_study_plans_32_train_jobs_at_the_papers_sample_sizes(tmp_path):
+    study = yaml.safe_load((PROJECT / "config" / "paper.yaml").read_text())
+    assert study["datasets"]["psp_plates"]["model"] == "resnet18"
+    assert study["datasets"]["bone_age_female"]["model"] == "vgg16"
+    assert {d["pretrained"] for d in study["datasets"].values()} == {"imagenet"}
+    assert {d["image_size"] for d in study["datasets"].values()} == {224}
+    assert study["clustering"]["selected"] == {"algorithm": "fcm", "k": 4}
+    assert study["clustering"]["pca_components"] == 10 and study["clustering"]["repeats"] == 10
+
+    data = tmp_path / "data"
+    write_placeholder_data(data)
+    workdir = make_workdir(tmp_path / "study")
+    config = write_config(workdir / "paper.yaml", with_placeholders_replaced(study, data))
+    result = snakemake(workdir, "--configfile", str(config), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 32
+    assert counts["prepare"] == 2 and counts["summarize"] == 2
+    assert counts["cluster"] == 2 * 4 * 4 * 3
+    for folder in ("psp_plates/n100", "psp_plates/n300", "psp_plates/n400", "psp_plates/n800"):
+        assert f"results/{folder}/fold3/features.parquet" in result.stdout
+    for n in (300, 700, 750, 1500):  # half and all of the 1,500 girls (male == False)
+        assert f"results/bone_age_female/n{n}/fold0/features.parquet" in result.stdout
+
+
+def test_paper_study_names_a_missing_placeholder_table(tmp_path):
+    workdir = make_workdir(tmp_path / "study")
+    result = snakemake(workdir, "--configfile", str(PROJECT / "config" / "paper.yaml"), "--dry-run")
+    assert result.returncode != 0
+    message = "datasets.bone_age_female.source.csv: table PLACEHOLDER/rsna-bone-age/"
+    assert message in result.stdout + result.stderr
+
+
+def test_validation_study_plans_the_benchmark(tmp_path):
+    workdir = make_workdir(tmp_path / "study")
+    config = PROJECT / "config" / "validation.yaml"
+    result = snakemake(workdir, "validate", "--configfile", str(config), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 6 * 2 * 3  # settings × sizes × folds
+    assert counts["cluster"] == 6 * 2 * 3  # fcm only
+    assert counts["validation"] == 1 and counts["validation_figure"] == 1
+
+
+def test_validate_without_planted_datasets_says_which_config_to_use(tmp_path):
+    workdir = make_workdir(tmp_path / "study")
+    result = snakemake(workdir, "validate", "--dry-run")
+    assert result.returncode != 0
+    message = "validate: no dataset has source.variant rare, noisy or balanced"
+    assert message in result.stdout + result.stderr
+
+
+def tiny_validation_study() -> dict:
+    """Two settings of config/validation.yaml, small enough for the test suite."""
+    study = yaml.safe_load((PROJECT / "config" / "validation.yaml").read_text())
+    study["datasets"] = {
+        name: {**study["datasets"][name], "sample_sizes": [240], "folds": 2}
+        for name in ("rare10", "balanced")
+    }
+    for settings in study["datasets"].values():
+        settings["train"] = {"epochs": 2, "batch_size": 32, "lr": 0.001}
+    study["clustering"].update(repeats=3, null_permutations=99, bootstrap=200)
+    study["validation"]["calibration_replicates"] = 40
+    return study
+
+
+def test_validate_writes_the_table_the_calibration_and_the_figure(tmp_path):
+    workdir = make_workdir(tmp_path / "study")
+    config = write_config(workdir / "validation.yaml", tiny_validation_study())
+    result = snakemake(workdir, "validate", "--configfile", str(config))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = workdir / "results" / "validation"
+    table = pd.read_csv(out / "table.csv")
+    assert set(table["setting"]) == {"rare 10%", "nothing planted"}
+    assert set(table["method"]) == {"hetcv", "confusion_cells", "random_partition"}
+    assert len(table) == 2 * 3  # settings × methods at n = 240
+    rare = table[table["setting"] == "rare 10%"].set_index("method")
+    assert rare[["auroc", "precision_at_10", "lift"]].notna().all().all()
+    assert rare["planted_share"].nunique() == 1
+    # 10 % of the class (digits >= 5) is planted; about half the dataset is that class.
+    assert 0.03 < rare.loc["hetcv", "planted_share"] < 0.08
+    null = table[table["setting"] == "nothing planted"]
+    assert null["auroc"].isna().all()
+    summary = pd.read_parquet(workdir / "results" / "rare10" / "summary" / "cv.parquet")
+    assert rare.loc["hetcv", "cv"] == summary["cv"].iloc[0]
+    calibration = pd.read_csv(out / "null_calibration.csv")
+    assert calibration["replicates"].tolist() == [40]
+    assert 0 <= calibration["false_positive_rate"].iloc[0] <= 0.2
+    assert (out / "figure.png").stat().st_size > 10_000 and (out / "figure.pdf").exists()
+    assert "| rare 10%" in (out / "summary.md").read_text()

@@ -1,0 +1,42 @@
+rule validation:
+    input:
+        unpack(validation_inputs),
+    output:
+        table="results/validation/table.csv",
+        calibration="results/validation/null_calibration.csv",
+        summary="results/validation/summary.md",
+    log:
+        "logs/validation/table.log",
+    benchmark:
+        "benchmarks/validation/table.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        validation=validation_params,
+    script:
+        "../scripts/validation.py"
+
+
+rule validation_figure:
+    input:
+        table="results/validation/table.csv",
+    output:
+        png="results/validation/figure.png",
+        pdf="results/validation/figure.pdf",
+    log:
+        "logs/validation/figure.log",
+    benchmark:
+        "benchmarks/validation/figure.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    params:
+        figure=validation_figure_params,
+    script:
+        "../scripts/validation_figure.py"
+
+
+# The benchmark's target: `make validate` runs it with config/validation.yaml.
+rule validate:
+    input:
+        rules.validation.output,
+        rules.validation_figure.output,
