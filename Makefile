@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run validate test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,15 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores all
 	$(BIN)/snakemake --cores 1 --report results/report.html
 
+validate: $(STAMP)
+	$(BIN)/snakemake validate --configfile config/validation.yaml --cores all
+
 bench: $(STAMP)
+	rm -f results/bench/train_speed.csv
+	$(BIN)/python benchmarks/train_speed.py --arch resnet18
+	$(BIN)/python benchmarks/train_speed.py --arch vgg16 --images 256 --rounds 4
 	$(BIN)/python benchmarks/analysis_speed.py
+	$(BIN)/python benchmarks/study_overhead.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -26,4 +33,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts
 
 clean:
-	rm -rf results logs benchmarks/train .snakemake
+	rm -rf results logs .snakemake
+	find benchmarks -mindepth 1 -type d -exec rm -rf {} +

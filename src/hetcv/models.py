@@ -1,14 +1,20 @@
 """Back models (feature extractors, 512-d) and top models (heads), and their weights.
 
-- ``resnet18``: torchvision ResNet18 up to the global average pool (512-d); head: one linear
-  layer (the paper's PSP-plate model).
-- ``vgg16``: torchvision VGG16 ``features`` → global average pool (512-d); head: a 4-layer
-  fully connected network (the paper's bone-age model, after Calderon et al. 2018).
+- ``resnet18``: ResNet18 up to the global average pool (512-d); head: one linear layer (the
+  paper's PSP-plate model).
+- ``vgg16``: VGG16 ``features`` → global average pool (512-d); head: a 4-layer fully
+  connected network (the paper's bone-age model, after Calderon et al. 2018).
+
+The back models are torchvision's architectures, written here with torchvision's parameter
+names and initialisation (``tests/unit/test_models.py`` checks both against torchvision):
+importing torchvision costs 3.4 s per train job (it loads ``torch._dynamo``), a tenth of a
+small fold's training.
 
 ``pretrained`` is ``none`` (random initialisation), ``imagenet`` (torchvision's
-IMAGENET1K_V1 weights through its weights API, from ``$TORCH_HOME/hub/checkpoints``), or the
-path of a checkpoint holding a torchvision state dict of the same architecture (optionally
-under a ``state_dict`` key). Nothing ever falls back silently to random weights.
+IMAGENET1K_V1 weights, read from ``$TORCH_HOME/hub/checkpoints`` and downloaded there when
+missing), or the path of a checkpoint holding a torchvision state dict of the same
+architecture (optionally under a ``state_dict`` key). Nothing ever falls back silently to
+random weights.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision import models
 
 from hetcv.columns import FEATURE_DIM
 from hetcv.errors import HetcvError
@@ -29,6 +34,114 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Keys of torchvision's own classifier, which a checkpoint may carry and hetcv replaces.
 CLASSIFIER_PREFIX = {"resnet18": "fc.", "vgg16": "classifier."}
+IMAGENET_URLS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+}
+VGG16_LAYERS = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
+
+
+def init_conv_and_norm(model: nn.Module) -> None:
+    """torchvision's initialisation: He (fan-out) convolutions, unit-scale norms, zero biases."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class BasicBlock(nn.Module):
+    """ResNet's two-convolution residual block."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet18Back(nn.Module):
+    """ResNet18 (He et al. 2016) without its classifier: ``(B, 3, H, W)`` → ``(B, 512)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths = (64, 128, 256, FEATURE_DIM)
+        for index, (inplanes, planes) in enumerate(zip((64, *widths[:-1]), widths, strict=True)):
+            stride = 1 if index == 0 else 2
+            layer = nn.Sequential(
+                BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes, 1)
+            )
+            setattr(self, f"layer{index + 1}", layer)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        init_conv_and_norm(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def vgg16_features() -> nn.Sequential:
+    """VGG16's convolutional part (configuration D, Simonyan & Zisserman 2015)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in VGG16_LAYERS:
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+    features = nn.Sequential(*layers)
+    init_conv_and_norm(features)
+    return features
+
+
+def back_model(arch: str) -> nn.Module:
+    """The back model with torchvision's parameter names (ResNet18 bare, VGG16 under
+    ``features``), so that torchvision state dicts load into it."""
+    if arch == "resnet18":
+        return ResNet18Back()
+    vgg = nn.Module()
+    vgg.features = vgg16_features()
+    return vgg
 
 
 class BackTopNet(nn.Module):
@@ -61,29 +174,22 @@ def make_head(arch: str, n_outputs: int) -> nn.Module:
     )
 
 
-def imagenet_weights(arch: str) -> models.WeightsEnum:
-    return {
-        "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
-        "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
-    }[arch]
-
-
 def imagenet_cache_path(arch: str) -> Path:
-    """Where torchvision looks for (and downloads) the ImageNet weights of ``arch``."""
-    filename = Path(urlparse(imagenet_weights(arch).url).path).name
+    """Where torchvision (and hetcv) look for, and download, the ImageNet weights of ``arch``."""
+    filename = Path(urlparse(IMAGENET_URLS[arch]).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """ImageNet weights from the torch hub cache, downloading them when they are missing."""
-    weights = imagenet_weights(arch)
+    url = IMAGENET_URLS[arch]
     path = imagenet_cache_path(arch)
     try:
-        return weights.get_state_dict(progress=False)
+        return torch.hub.load_state_dict_from_url(url, progress=False, map_location="cpu")
     except (OSError, RuntimeError) as error:
         raise HetcvError(
             f"pretrained: imagenet: weights for {arch} are not cached and could not be "
-            f"downloaded ({type(error).__name__}); place {path.name} from {weights.url} at "
+            f"downloaded ({type(error).__name__}); place {path.name} from {url} at "
             f"{path} (TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')})"
         ) from error
 
@@ -103,7 +209,7 @@ def load_checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Tenso
 
 
 def load_backbone_weights(base: nn.Module, arch: str, state: dict, origin: str) -> None:
-    """Load ``state`` into a torchvision model; only its own classifier may differ."""
+    """Load a torchvision ``state`` into a back model; only its classifier may differ."""
     result = base.load_state_dict(state, strict=False)
     prefix = CLASSIFIER_PREFIX[arch]
     missing = [key for key in result.missing_keys if not key.startswith(prefix)]
@@ -117,14 +223,13 @@ def build_model(arch: str, n_outputs: int, pretrained: str) -> BackTopNet:
     """A back model with the requested weights and a freshly initialised head."""
     if arch not in ARCHITECTURES:
         raise HetcvError(f"model: unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
-    base = models.resnet18(weights=None) if arch == "resnet18" else models.vgg16(weights=None)
+    base = back_model(arch)
     if pretrained == "imagenet":
         load_backbone_weights(base, arch, load_imagenet_state_dict(arch), "ImageNet weights")
     elif pretrained != "none":
         state = load_checkpoint_state_dict(pretrained)
         load_backbone_weights(base, arch, state, f"checkpoint {pretrained}")
     if arch == "resnet18":
-        base.fc = nn.Identity()
         backbone = base
     else:
         backbone = nn.Sequential(base.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())

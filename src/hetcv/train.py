@@ -99,6 +99,7 @@ def fit_fold(
     device: torch.device | None = None,
     checkpoint: Path | None = None,
     checkpoint_tag: str = "",
+    checkpoint_every_s: float = 0.0,
 ) -> FoldResult:
     """Train on ``train_index``, evaluate on ``test_index`` after every epoch.
 
@@ -106,10 +107,11 @@ def fit_fold(
     standardised internally with the training mean and sd). Raw outputs are returned in
     target units for regression.
 
-    With ``checkpoint``, the state after every epoch (model, optimiser, random generators,
-    history) is saved there, and a run finding a checkpoint with the same ``checkpoint_tag``
-    (the training settings) resumes after its epoch: a killed job loses at most one epoch and
-    ends, on the CPU, with the same model as an uninterrupted run.
+    With ``checkpoint``, the state after an epoch (model, optimiser, random generators,
+    history) is saved there once ``checkpoint_every_s`` seconds have passed since the last save
+    (0: after every epoch), and a run finding a checkpoint with the same ``checkpoint_tag``
+    (the training settings) resumes after its epoch: a killed job loses at most that much
+    time plus one epoch and ends, on the CPU, with the same model as an uninterrupted run.
     """
     device = device or select_device()
     cuda = device.type == "cuda"
@@ -144,25 +146,19 @@ def fit_fold(
     history = []
     done = resume(checkpoint, checkpoint_tag, model, optimizer, generator, history)
     outputs = features = None
+    last_save = time.perf_counter()
     for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
-        model.train()
-        loss_sum = 0.0
-        for batch in training_batches(len(train_rows), batch_size, generator):
-            rows = train_rows[batch]
-            with autocast:
-                outputs, _ = model(pipeline.batch(rows))
-                loss = loss_fn(outputs.float(), y[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(rows)
+        batches = [
+            train_rows[batch] for batch in training_batches(len(train_rows), batch_size, generator)
+        ]
+        train_loss = train_epoch(model, pipeline, batches, y, loss_fn, optimizer, autocast)
         outputs, features = evaluate(model, pipeline, test_rows, autocast)
         heldout = y[test_rows].cpu()
         raw = torch.from_numpy(outputs)
         row = {
             "epoch": epoch,
-            "train_loss": loss_sum / len(train_rows),
+            "train_loss": train_loss,
             "heldout_loss": float(loss_fn(raw, heldout)),
             "seconds": time.perf_counter() - started,
         }
@@ -172,13 +168,43 @@ def fit_fold(
             row["heldout_rmse"] = float(((raw.squeeze(1) - heldout) * scale).pow(2).mean().sqrt())
         log.info("epoch %s", row)
         history.append(row)
-        if checkpoint is not None:
+        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
             save_checkpoint(checkpoint, checkpoint_tag, epoch, model, optimizer, generator, history)
+            last_save = time.perf_counter()
     if outputs is None:  # every epoch was done before a restart
         outputs, features = evaluate(model, pipeline, test_rows, autocast)
     if not classification:
         outputs = outputs * scale + shift
     return FoldResult(model.cpu(), pd.DataFrame(history), outputs, features)
+
+
+def train_epoch(
+    model: BackTopNet,
+    pipeline: InputPipeline,
+    batches: list[torch.Tensor],
+    y: torch.Tensor,
+    loss_fn,
+    optimizer: torch.optim.Optimizer,
+    autocast,
+) -> float:
+    """One pass over ``batches`` (row indices); returns the mean training loss.
+
+    The loss is summed on the device and read once at the end: a per-batch ``float(loss)``
+    would make the CPU wait for the GPU after every step.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=y.device)
+    count = 0
+    for rows in batches:
+        with autocast:
+            outputs, _ = model(pipeline.batch(rows))
+            loss = loss_fn(outputs.float(), y[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(rows)
+        count += len(rows)
+    return float(loss_sum) / count
 
 
 def save_checkpoint(path, tag, epoch, model, optimizer, generator, history) -> None:
@@ -357,6 +383,7 @@ def run_train_job(
         device=device,
         checkpoint=checkpoint,
         checkpoint_tag=tag,
+        checkpoint_every_s=float(os.environ.get("HETCV_CHECKPOINT_SECONDS", "60")),
     )
     features = held_out_table(
         table, test_index, n, fold, task, classes, result.outputs, result.features

@@ -18,7 +18,6 @@ PACKAGE_OF = {
     "sklearn": "scikit-learn",
     "skfuzzy": "scikit-fuzzy",
     "torch": "pytorch",
-    "torchvision": "torchvision",
     "PIL": "pillow",
     "pyarrow": "pyarrow",
     "matplotlib": "matplotlib-base",

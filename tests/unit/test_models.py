@@ -2,8 +2,37 @@ import pytest
 import torch
 from torchvision import models
 
+from hetcv import models as hetcv_models
 from hetcv.errors import HetcvError
-from hetcv.models import build_model, imagenet_cache_path
+from hetcv.models import back_model, build_model, imagenet_cache_path
+
+TORCHVISION = {"resnet18": models.resnet18, "vgg16": models.vgg16}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg16"])
+def test_back_models_are_torchvisions_architectures(arch, tmp_path):
+    """Same parameter names and shapes, same outputs on the same weights, same init scale."""
+    torch.manual_seed(0)
+    reference = TORCHVISION[arch](weights=None).eval()
+    prefix = hetcv_models.CLASSIFIER_PREFIX[arch]
+    expected = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith(prefix)}
+    ours = back_model(arch)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == expected
+    path = tmp_path / "torchvision.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model(arch, 2, str(path)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model(images)[1]
+        if arch == "resnet18":
+            reference.fc = torch.nn.Identity()
+            expected_features = reference(images)
+        else:
+            expected_features = reference.features(images).mean(dim=(2, 3))
+    torch.testing.assert_close(features, expected_features)
+    first_conv = "conv1.weight" if arch == "resnet18" else "features.0.weight"
+    std = float(ours.state_dict()[first_conv].std())
+    assert std == pytest.approx(float(reference.state_dict()[first_conv].std()), rel=0.05)
 
 
 @pytest.mark.parametrize(("arch", "n_linear"), [("resnet18", 1), ("vgg16", 4)])
@@ -56,10 +85,8 @@ def test_imagenet_weights_load_from_a_prepared_torch_home(tmp_path, monkeypatch)
 def test_missing_imagenet_weights_fail_with_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     # No network: point the download at a closed local port so it fails at once.
-    monkeypatch.setattr(
-        models.ResNet18_Weights.IMAGENET1K_V1.value,
-        "url",
-        "http://127.0.0.1:9/resnet18-f37072fd.pth",
+    monkeypatch.setitem(
+        hetcv_models.IMAGENET_URLS, "resnet18", "http://127.0.0.1:9/resnet18-f37072fd.pth"
     )
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     with pytest.raises(HetcvError, match=f"place resnet18-f37072fd.pth .* at {expected}"):

@@ -9,7 +9,7 @@ from hetcv.train import FEATURE_COLUMNS, fit_fold, held_out_table, training_batc
 def bright_half_images(n=96, seed=0):
     """Class 1: bright top half; class 0: bright bottom half; plus noise."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
+    labels = (np.arange(n) // 4) % 2  # the held-out rows (every 4th) hold both classes
     images = rng.integers(0, 60, size=(n, 32, 32)).astype(np.uint8)
     images[labels == 1, :16] += 180
     images[labels == 0, 16:] += 180
@@ -125,6 +125,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_pa
         epochs=1,
         checkpoint=checkpoint,
         checkpoint_tag="same",
+        checkpoint_every_s=0,
         **settings,
     )
     resumed = fit_fold(
@@ -152,3 +153,16 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(tmp_pa
         **settings,
     )
     assert list(stale.history["epoch"]) == [1]
+
+
+def test_checkpoints_wait_for_their_interval(tmp_path):
+    images, labels = bright_half_images(n=24)
+    index = np.arange(24)
+    settings = dict(task="classification", n_outputs=2, arch="resnet18", pretrained="none")
+    settings.update(epochs=2, batch_size=8, lr=1e-3, seed=0, device=torch.device("cpu"))
+    train, test = index[index % 4 != 0], index[index % 4 == 0]
+    hourly, every_epoch = tmp_path / "hourly.pt", tmp_path / "every_epoch.pt"
+    fit_fold(images, labels, train, test, checkpoint=hourly, checkpoint_every_s=3600, **settings)
+    fit_fold(images, labels, train, test, checkpoint=every_epoch, checkpoint_every_s=0, **settings)
+    assert not hourly.exists()
+    assert torch.load(every_epoch, weights_only=False)["epoch"] == 2

@@ -51,7 +51,8 @@ def test_a_rerun_from_scratch_is_byte_identical(reference, tmp_path):
         assert (again / path).read_bytes() == (reference / path).read_bytes(), path
 
 
-def test_a_killed_train_job_resumes_from_its_checkpoint(reference, tmp_path):
+def test_a_killed_train_job_resumes_from_its_checkpoint(reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("HETCV_CHECKPOINT_SECONDS", "0")  # after every epoch, not every minute
     workdir = make_workdir(tmp_path / "killed")
     config = write_config(workdir / "study.yaml", STUDY)
     checkpoint = workdir / FOLD.format(fold=0) / "checkpoint.pt"

@@ -6,6 +6,8 @@ rule prepare:
         manifest="results/{dataset}/data/manifest.parquet",
     log:
         "logs/prepare/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -21,6 +23,8 @@ rule split:
         split="results/{dataset}/splits/n{n}.parquet",
     log:
         "logs/split/{dataset}/n{n}.log",
+    benchmark:
+        "benchmarks/split/{dataset}/n{n}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:

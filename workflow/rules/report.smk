@@ -14,6 +14,8 @@ rule tables:
         **registered(table_paths(), "Tables"),
     log:
         "logs/tables/{dataset}.log",
+    benchmark:
+        "benchmarks/tables/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
@@ -29,6 +31,8 @@ rule figures:
         **registered(figure_paths(FIGURES), "Figures"),
     log:
         "logs/figures/{dataset}.log",
+    benchmark:
+        "benchmarks/figures/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
@@ -47,6 +51,8 @@ rule export_clusters:
         export="results/{dataset}/clusters_per_sample.csv",
     log:
         "logs/export_clusters/{dataset}.log",
+    benchmark:
+        "benchmarks/export_clusters/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -66,6 +72,8 @@ rule cluster_pictures:
         **registered(figure_paths(PICTURES), "Cluster pictures"),
     log:
         "logs/cluster_pictures/{dataset}.log",
+    benchmark:
+        "benchmarks/cluster_pictures/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
@@ -82,6 +90,8 @@ rule subgroup_heatmap:
         **registered(figure_paths(["subgroups"]), "Cluster pictures"),
     log:
         "logs/subgroup_heatmap/{dataset}.log",
+    benchmark:
+        "benchmarks/subgroup_heatmap/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
@@ -103,6 +113,8 @@ rule summary_md:
         ),
     log:
         "logs/summary_md.log",
+    benchmark:
+        "benchmarks/summary_md.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
