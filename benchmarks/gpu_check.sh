@@ -13,8 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-results/bench}"
-python="${PYTHON:-python3}"
-if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; fi
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+    if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
+fi
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 
 "$python" - <<'PY'

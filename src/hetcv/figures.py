@@ -392,25 +392,38 @@ VALIDATION_STYLES = {
 }
 
 
+def size_rank_labels(table: pd.DataFrame) -> dict[int, str]:
+    """Sample sizes are ranked within each setting (``all`` differs between settings):
+    rank → ``n = 300`` or ``n = 1638–1797``."""
+    labels = {}
+    for rank, sizes in table.groupby("size_rank")["n"]:
+        low, high = sizes.min(), sizes.max()
+        labels[rank] = f"n = {low}" if low == high else f"n = {low}–{high}"
+    return labels
+
+
 def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
     """The planted-subgroup benchmark: recovery AUROC per setting and the excess CV."""
+    table = table.assign(size_rank=table.groupby("setting")["n"].rank(method="dense").astype(int))
     figure, axes = new_figure(style, columns=2)
     settings = list(dict.fromkeys(table["setting"]))
     planted = [s for s in settings if s != NULL_SETTING]
-    sizes = sorted(table["n"].unique())
-    colours = dict(zip(sizes, sns.color_palette(style["palette"], len(sizes)), strict=True))
+    size_label = size_rank_labels(table)
+    ranks = sorted(size_label)
+    colours = dict(zip(ranks, sns.color_palette(style["palette"], len(ranks)), strict=True))
     recovery_axis, cv_axis = axes[0]
-    for (method, n), rows in table[table["setting"] != NULL_SETTING].groupby(["method", "n"]):
-        marker, line, label = VALIDATION_STYLES[method]
-        rows = rows.set_index("setting").reindex(planted)
-        recovery_axis.plot(
-            range(len(planted)),
-            rows["auroc"],
-            marker=marker,
-            linestyle=line,
-            color=colours[n],
-            label=f"{label}, n = {n}",
-        )
+    for method, (marker, line, label) in VALIDATION_STYLES.items():
+        for rank in ranks:
+            rows = table[(table["method"] == method) & (table["size_rank"] == rank)]
+            rows = rows.set_index("setting").reindex(planted)
+            recovery_axis.plot(
+                range(len(planted)),
+                rows["auroc"],
+                marker=marker,
+                linestyle=line,
+                color=colours[rank],
+                label=f"{label}, {size_label[rank]}",
+            )
     recovery_axis.axhline(0.5, color="grey", linewidth=0.8)
     recovery_axis.set_xticks(range(len(planted)), planted, rotation=30)
     recovery_axis.set_ylim(0.3, 1.02)
@@ -418,11 +431,13 @@ def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
     recovery_axis.set_title("Does the worst cluster hold the planted group?")
     recovery_axis.legend(fontsize="x-small")
     tested = table[table["method"] == "hetcv"]
-    width = 0.8 / len(sizes)
-    for offset, n in enumerate(sizes):
-        rows = tested[tested["n"] == n].set_index("setting").reindex(settings)
-        positions = np.arange(len(settings)) + (offset - (len(sizes) - 1) / 2) * width
-        cv_axis.bar(positions, rows["excess_cv"], width, color=colours[n], label=f"n = {n}")
+    width = 0.8 / len(ranks)
+    for offset, rank in enumerate(ranks):
+        rows = tested[tested["size_rank"] == rank].set_index("setting").reindex(settings)
+        positions = np.arange(len(settings)) + (offset - (len(ranks) - 1) / 2) * width
+        cv_axis.bar(
+            positions, rows["excess_cv"], width, color=colours[rank], label=size_label[rank]
+        )
         for x, y, p in zip(positions, rows["excess_cv"], rows["p_value"], strict=True):
             if p < 0.05:
                 cv_axis.annotate("*", (x, y), ha="center", va="bottom")

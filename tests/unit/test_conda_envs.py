@@ -29,7 +29,11 @@ PACKAGE_OF = {
     "threadpoolctl": "threadpoolctl",
 }
 # Optional backends that pandas loads by name: Parquet I/O, to_markdown, to_latex.
-IMPLICIT = {"hetcv.io": {"pyarrow"}, "hetcv.tables": {"tabulate", "jinja2"}}
+IMPLICIT = {
+    "hetcv.io": {"pyarrow"},
+    "hetcv.tables": {"tabulate", "jinja2"},
+    "hetcv.validation": {"tabulate"},
+}
 
 
 def rules():
