@@ -5,6 +5,10 @@ algorithm and renumbered canonically (cluster 0 = best metric of the reference).
 yields per-sample assignments, per-cluster rows (size, metric, centre, point-to-centre
 distances), per-pair rows (centre and closest-point distances) and one run row (CV, its
 permutation null, validity indices, stability).
+
+An empty cluster (no sample has its highest membership there, which fuzzy c-means and
+mixtures allow) is a named state: its row has ``empty = True`` and a NaN metric, the run row
+counts ``empty_clusters``, its CV is over the remaining clusters, and the log warns.
 """
 
 from __future__ import annotations
@@ -210,6 +214,17 @@ def analyse_fold(
             )
             cv = float(coefficient_of_variation(metric))
             worst = int(np.nanargmin(metric))
+            empty = np.flatnonzero(size == 0)
+            if len(empty):
+                log.warning(
+                    "%s k=%d repeat %d: cluster(s) %s empty (no sample has its highest "
+                    "membership there); CV over the other %d clusters",
+                    algorithm,
+                    n_clusters,
+                    repeat,
+                    empty.tolist(),
+                    part.k - len(empty),
+                )
             assignments.append(
                 pd.DataFrame(
                     {
@@ -228,6 +243,7 @@ def analyse_fold(
                         **key,
                         "cluster": c,
                         "size": int(size[c]),
+                        "empty": bool(size[c] == 0),
                         "size_pct": 100.0 * size[c] / n,
                         "score_sum": float(score[part.labels == c].sum()),
                         "metric": float(metric[c]),
@@ -243,6 +259,7 @@ def analyse_fold(
                     "n_samples": n,
                     "fold_metric": fold_metric,
                     "cv": cv,
+                    "empty_clusters": len(empty),
                     "null_cv": null_cv.tolist(),
                     "null_cv_mean": float(np.nanmean(null_cv)),
                     "p_value": permutation_p_value(cv, null_cv),

@@ -79,7 +79,8 @@ def cluster_bands(axis, rows, centre, low, high, style) -> dict:
     """One line per cluster across the sample sizes, with a shaded band.
 
     ``centre``, ``low`` and ``high`` map a cluster's rows (sorted by n) to y values. Returns
-    the x position of each sample size.
+    the x position of each sample size. A cluster empty in every run at some n has no point
+    there, and its legend entry says so.
     """
     sizes = sorted(rows["n"].unique())
     position = {n: i for i, n in enumerate(sizes)}
@@ -89,7 +90,11 @@ def cluster_bands(axis, rows, centre, low, high, style) -> dict:
         x = group["n"].map(position)
         lower, upper = low(group), high(group)
         colour = colours[int(cluster)]
-        axis.plot(x, centre(group), marker="o", color=colour, label=f"cluster {cluster}")
+        label = f"cluster {cluster}"
+        if "empty_runs" in group and (group["empty_runs"] == group["runs"]).any():
+            empty_at = group.loc[group["empty_runs"] == group["runs"], "n"]
+            label += f" (empty at n = {', '.join(map(str, empty_at))})"
+        axis.plot(x, centre(group), marker="o", color=colour, label=label)
         axis.fill_between(
             x,
             np.minimum(lower, upper),

@@ -9,6 +9,11 @@ floor go beyond it:
   repeat-averaged CV (its mean, 95th percentile and the p-value); excess CV = CV − null mean.
 - Per-cluster metric: mean and sd over folds × repeats, and a 95 % CI: Wilson on the pooled
   counts (classification, every clustering) or the bootstrap (regression, selected only).
+
+Empty clusters are counted, never averaged in silently: a cluster's ``empty_runs`` of its
+``runs`` (fold × repeat) had no sample, and its metric and distances average the others (NaN
+when it is empty in every run); ``runs_with_empty_cluster`` counts the runs whose CV is over
+fewer than k clusters.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "test_metric_sd": folds.std(ddof=1),
                 "cv": cv,
                 "cv_sd": group["cv"].std(ddof=1),
+                "runs_with_empty_cluster": int((group["empty_clusters"] > 0).sum()),
                 "null_cv": float(np.nanmean(null_of_mean)),
                 "null_cv_q95": float(np.nanpercentile(null_of_mean, 95)),
                 "excess_cv": cv - float(np.nanmean(null_of_mean)),
@@ -64,6 +70,8 @@ def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
     table = grouped.agg(
         size=("size", "mean"),
         size_pct=("size_pct", "mean"),
+        runs=("empty", "size"),
+        empty_runs=("empty", "sum"),
         size_pct_sd=("size_pct", "std"),
         metric=("metric", "mean"),
         metric_sd=("metric", "std"),

@@ -36,11 +36,18 @@ def table1(pairs: pd.DataFrame, selected: dict) -> pd.DataFrame:
 
 
 def table2(clusters: pd.DataFrame, selected: dict) -> pd.DataFrame:
-    """Min / max / mean / sd of point-to-own-centroid distances, per cluster and n."""
+    """Min / max / mean / sd of point-to-own-centroid distances, per cluster and n, and in how
+    many of the fold × repeat runs the cluster was empty (its distances average the others)."""
     rows = select(clusters, selected)
-    table = rows[["cluster", "n", "dist_min", "dist_max", "dist_mean", "dist_sd"]]
+    table = rows[["cluster", "n", "dist_min", "dist_max", "dist_mean", "dist_sd", "empty_runs"]]
     table = table.rename(
-        columns={"dist_min": "min", "dist_max": "max", "dist_mean": "mean", "dist_sd": "sd"}
+        columns={
+            "dist_min": "min",
+            "dist_max": "max",
+            "dist_mean": "mean",
+            "dist_sd": "sd",
+            "empty_runs": "runs empty",
+        }
     )
     return table.sort_values(["cluster", "n"], ignore_index=True)
 
@@ -59,6 +66,7 @@ def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
             "null CV %": rows["null_cv"].to_numpy(),
             "excess CV %": rows["excess_cv"].to_numpy(),
             "p-value": rows["p_value"].to_numpy(),
+            "runs with an empty cluster": rows["runs_with_empty_cluster"].to_numpy(),
             "verdict": np.where(
                 rows["above_noise_floor"], "above noise floor", "within noise floor"
             ),

@@ -56,6 +56,12 @@ def dataset_verdict(
             f"{row['pearson_ci_low']:.2f} to {row['pearson_ci_high']:.2f}); Spearman ρ = "
             f"{row['spearman']:.2f}."
         )
+    for row in select(clusters, selected).query("empty_runs > 0").itertuples():
+        lines.append(
+            f"- At n = {row.n}, cluster {row.cluster} was empty (no sample's highest "
+            f"membership) in {row.empty_runs} of {row.runs} fold × repeat runs; its metric "
+            "averages the other runs, and those runs' CV is over the remaining clusters."
+        )
     largest = rows["n"].max()
     at_largest = select(clusters, selected)
     at_largest = at_largest[at_largest["n"] == largest].sort_values("metric")

@@ -55,6 +55,7 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
             "dist_max": [3.0, 4.0, 9.0],
             "dist_mean": [2.0, 3.0, 9.0],
             "dist_sd": [0.5, 0.6, 9.0],
+            "empty_runs": [0, 2, 0],
         }
     )
     table = table2(clusters, SELECTED)
@@ -65,6 +66,7 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
         "max": [4.0, 3.0],
         "mean": [3.0, 2.0],
         "sd": [0.6, 0.5],
+        "runs empty": [2, 0],
     }
     cv = pd.DataFrame(
         {
@@ -79,9 +81,11 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
             "excess_cv": [0.5, 6.0],
             "p_value": [0.3, 0.01],
             "above_noise_floor": [False, True],
+            "runs_with_empty_cluster": [0, 3],
         }
     )
     table = cv_table(cv, SELECTED, "classification")
     assert list(table["n"]) == [100, 300]
     assert list(table["verdict"]) == ["above noise floor", "within noise floor"]
     assert list(table["test accuracy"]) == [0.8, 0.9]
+    assert list(table["runs with an empty cluster"]) == [3, 0]
