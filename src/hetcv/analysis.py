@@ -35,11 +35,14 @@ from hetcv.cluster import (
 from hetcv.columns import FEATURE_COLUMNS
 from hetcv.seeding import derive_seed
 from hetcv.stats import (
+    SCORE_COLUMN,
     cluster_metrics,
     coefficient_of_variation,
     metric_from_means,
     permutation_p_value,
+    permutations_within,
     permuted_cluster_metrics,
+    task_normaliser,
 )
 
 log = logging.getLogger(__name__)
@@ -57,8 +60,7 @@ class FoldClustering:
 
 def sample_scores(features: pd.DataFrame, task: str) -> np.ndarray:
     """Per-sample score: ``correct`` as 0/1 (classification) or ``sq_error`` (regression)."""
-    column = "correct" if task == "classification" else "sq_error"
-    return features[column].to_numpy(dtype=np.float64)
+    return features[SCORE_COLUMN[task]].to_numpy(dtype=np.float64)
 
 
 def clustered_space(
@@ -193,10 +195,12 @@ def analyse_fold(
     groups = features["target"].to_numpy() if within == "class" else None
     n = len(features)
     # One set of permutations per fold, shared by every algorithm, k and repeat, so that the
-    # repeat-averaged null CV is a proper permutation distribution.
+    # repeat-averaged null CV is a proper permutation distribution. Within class when the
+    # clusters are built within class: a plain accuracy gap between classes is not
+    # heterogeneity of the clusters.
     null_rng = np.random.default_rng(derive_seed(seed, "null"))
-    permutations = null_rng.permuted(np.tile(np.arange(n), (null_permutations, 1)), axis=1)
-    permuted_score = score[permutations]
+    strata = groups if groups is not None else np.zeros(n)
+    permuted_score = score[permutations_within(strata, null_permutations, null_rng)]
     fold_metric = float(metric_from_means(np.array([score.mean()]), task, normaliser)[0])
 
     assignments, clusters, pairs, runs = [], [], [], []
@@ -262,7 +266,8 @@ def analyse_fold(
                     "empty_clusters": len(empty),
                     "null_cv": null_cv.tolist(),
                     "null_cv_mean": float(np.nanmean(null_cv)),
-                    "p_value": permutation_p_value(cv, null_cv),
+                    # Clusters built from the loss are not exchangeable with the scores.
+                    "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
                     "worst_cluster": worst,
                     **validity(points, distances, part),
                     "fpc": part.extra.get("fpc", np.nan),
@@ -304,17 +309,14 @@ def run_cluster_job(
     """The cluster rule: read one fold's features, write the four tables."""
     from hetcv.errors import HetcvError
     from hetcv.io import write_parquet
-    from hetcv.stats import nrmse_normaliser
 
     table = pd.read_parquet(features)
     try:
         check_k_fits(settings["k"], len(table), features)
     except ValueError as error:
         raise HetcvError(str(error)) from None
-    normaliser = 1.0
-    if task == "regression":
-        targets = pd.read_parquet(manifest, columns=["target"])["target"].to_numpy()
-        normaliser = nrmse_normaliser(targets, nrmse_normalizer)
+    targets = pd.read_parquet(manifest, columns=["target"])["target"].to_numpy()
+    normaliser = task_normaliser(task, targets, nrmse_normalizer)
     result = analyse_fold(table, task=task, normaliser=normaliser, **settings)
     for frame, path in (
         (result.assignments, out_assignments),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from hetcv.io import write_csv
+from hetcv.stats import SCORE_COLUMN
 
 
 def consensus_clusters(assignments: pd.DataFrame) -> pd.DataFrame:
@@ -33,7 +34,7 @@ def clusters_per_sample(
 ) -> pd.DataFrame:
     """The export: ``sample_id, n, fold, cluster, membership, prediction`` and ``correct``
     (classification) or ``sq_error`` (regression)."""
-    score = "correct" if task == "classification" else "sq_error"
+    score = SCORE_COLUMN[task]
     table = consensus_clusters(assignments).merge(
         features[["sample_id", "n", "fold", "prediction", score]],
         on=["sample_id", "n", "fold"],
@@ -55,7 +56,7 @@ def run_export_job(
         "n",
         "fold",
         "prediction",
-        "correct" if task == "classification" else "sq_error",
+        SCORE_COLUMN[task],
     ]
     held_out = pd.concat(pd.read_parquet(path, columns=columns) for path in features)
     write_csv(clusters_per_sample(chosen, held_out, task), out)

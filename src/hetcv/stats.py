@@ -14,6 +14,16 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
+from hetcv.errors import HetcvError
+
+SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
+METRIC_LABEL = {"classification": "accuracy", "regression": "1 − NRMSE"}
+
+
+def task_normaliser(task: str, targets: np.ndarray, kind: str) -> float:
+    """The metric's normaliser: 1 for classification, the dataset's NRMSE normaliser else."""
+    return 1.0 if task == "classification" else nrmse_normaliser(targets, kind)
+
 
 def nrmse_normaliser(targets: np.ndarray, kind: str) -> float:
     """``range`` = max − min, ``mean``, or ``std`` (sample sd) of the dataset's targets."""
@@ -24,7 +34,7 @@ def nrmse_normaliser(targets: np.ndarray, kind: str) -> float:
         "std": lambda: targets.std(ddof=1),
     }[kind]()
     if not value > 0:
-        raise ValueError(f"metric.nrmse_normalizer: {kind} of the targets is {value}, not > 0")
+        raise HetcvError(f"metric.nrmse_normalizer: {kind} of the targets is {value}, not > 0")
     return float(value)
 
 
@@ -125,20 +135,66 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return (float(low), float(high))
 
 
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of ``x`` and ``y`` (both ``(rows, n)``); NaN where constant."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc * yc).sum(axis=1) / np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row pair: Pearson r of the (average-tie) ranks."""
+    return pearson_rows(scipy_stats.rankdata(x, axis=1), scipy_stats.rankdata(y, axis=1))
+
+
+MIN_POINTS_FOR_BOOTSTRAP = 6  # fewer points: a bootstrap of r spans (almost) −1 to 1
+
+
+def permutations_within(
+    strata: np.ndarray, permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``(permutations, n)`` index arrays, each a random permutation within every stratum."""
+    n = len(strata)
+    orders = np.tile(np.arange(n), (permutations, 1))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        orders[:, members] = members[
+            rng.permuted(np.tile(np.arange(len(members)), (permutations, 1)), axis=1)
+        ]
+    return orders
+
+
 def correlation(
-    x: np.ndarray, y: np.ndarray, permutations: int, n_boot: int, seed: int
+    x: np.ndarray,
+    y: np.ndarray,
+    permutations: int,
+    n_boot: int,
+    seed: int,
+    strata: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Pearson r and Spearman rho of ``x`` and ``y`` with permutation p-values and bootstrap CIs.
 
+    Parameters
+    ----------
+    x, y : (n_points,) float
+    permutations, n_boot : Monte Carlo permutations and bootstrap resamples.
+    seed : seed of both.
+    strata : (n_points,) optional
+        Permute ``y`` only within each stratum (e.g. within a sample size, which drives both
+        quantities: permuting across sizes would count that shared driver as association).
+
     Two-sided permutation p-values are exact (all orderings of ``y``) when there are at most
-    8 points, Monte Carlo otherwise. Bootstrap CIs resample (x, y) pairs; resamples with a
-    constant coordinate are skipped.
+    8 points and no strata, Monte Carlo otherwise. Bootstrap CIs resample (x, y) pairs
+    (resamples with a constant coordinate are skipped) and are NaN below
+    ``MIN_POINTS_FOR_BOOTSTRAP`` points.
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = len(x)
     result = {"n_points": n}
+    names = ("pearson", "spearman")
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        for name in ("pearson", "spearman"):
+        for name in names:
             result.update(
                 {
                     name: math.nan,
@@ -150,29 +206,31 @@ def correlation(
             )
         return result
     rng = np.random.default_rng(seed)
-    if n <= 8:
+    exact = n <= 8 and strata is None
+    if exact:
         orders = np.array(list(itertools.permutations(range(n))))
     else:
-        orders = np.array([rng.permutation(n) for _ in range(permutations)])
+        orders = permutations_within(
+            np.zeros(n) if strata is None else np.asarray(strata), permutations, rng
+        )
     boot = rng.integers(0, n, size=(n_boot, n))
-    functions = {"pearson": scipy_stats.pearsonr, "spearman": scipy_stats.spearmanr}
-    for name, function in functions.items():
-        observed = function(x, y)
-        null = np.abs([function(x, y[order])[0] for order in orders])
-        extreme = np.sum(null >= abs(observed[0]) - 1e-12)
-        estimates = [
-            function(x[rows], y[rows])[0]
-            for rows in boot
-            if np.ptp(x[rows]) > 0 and np.ptp(y[rows]) > 0
-        ]
-        low, high = percentile_interval(np.array(estimates))
+    boot = boot[(np.ptp(x[boot], axis=1) > 0) & (np.ptp(y[boot], axis=1) > 0)]
+    for name, function in {"pearson": pearson_rows, "spearman": spearman_rows}.items():
+        observed = float(function(x[None], y[None])[0])
+        null = np.nan_to_num(np.abs(function(np.broadcast_to(x, orders.shape), y[orders])))
+        extreme = np.sum(null >= abs(observed) - 1e-12)
+        low = high = math.nan
+        if n >= MIN_POINTS_FOR_BOOTSTRAP:
+            low, high = percentile_interval(function(x[boot], y[boot]))
         result.update(
             {
-                name: float(observed[0]),
-                f"{name}_p": float(observed[1]),
+                name: observed,
+                f"{name}_p": float(
+                    (scipy_stats.pearsonr if name == "pearson" else scipy_stats.spearmanr)(x, y)[1]
+                ),
                 # Exact: the identity is among the orders; Monte Carlo: count it once more.
                 f"{name}_perm_p": float(
-                    extreme / len(orders) if n <= 8 else (1 + extreme) / (1 + len(orders))
+                    extreme / len(orders) if exact else (1 + extreme) / (1 + len(orders))
                 ),
                 f"{name}_ci_low": low,
                 f"{name}_ci_high": high,

@@ -135,14 +135,10 @@ def run_variants_job(
 ) -> None:
     """The subgroup_variants rule: compare the clustering options on a dataset's subgroups."""
     from hetcv.io import write_parquet
-    from hetcv.stats import nrmse_normaliser
+    from hetcv.stats import task_normaliser
 
     table = pd.read_parquet(manifest)
-    normaliser = (
-        nrmse_normaliser(table["target"].to_numpy(), nrmse_normalizer)
-        if task == "regression"
-        else 1.0
-    )
+    normaliser = task_normaliser(task, table["target"].to_numpy(), nrmse_normalizer)
     folds = {}
     for path in features:
         fold_table = pd.read_parquet(path)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hetcv.io import atomic_path
+from hetcv.stats import METRIC_LABEL
 
 
 def select(summary: pd.DataFrame, selected: dict) -> pd.DataFrame:
@@ -55,7 +56,7 @@ def table2(clusters: pd.DataFrame, selected: dict) -> pd.DataFrame:
 def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
     """Per sample size: test metric, CV with its 95 % CI, null CV, excess CV and p-value."""
     rows = select(cv, selected).sort_values("n")
-    metric = "accuracy" if task == "classification" else "1 - NRMSE"
+    metric = METRIC_LABEL[task]
     return pd.DataFrame(
         {
             "n": rows["n"].to_numpy(),

@@ -319,8 +319,10 @@ def held_out_table(
     Columns: ``sample_id``, ``n``, ``fold``, ``target``, ``prediction`` (binary: probability of the
     positive class; multi-class: probability of the predicted class; regression: predicted
     value), ``predicted_label`` and ``correct`` (classification) or ``sq_error``
-    (regression), ``loss`` (cross-entropy of the true class, or the squared error), then
-    ``f000`` … ``f511`` (float32 back-model features).
+    (regression), ``loss`` (cross-entropy of the true class, or the squared error), for
+    classification ``probability_0`` … ``probability_{C-1}`` (softmax over ``classes`` in their
+    sorted order: what temperature scaling needs), then ``f000`` … ``f511`` (float32
+    back-model features).
     """
     held_out = manifest.iloc[test_index]
     table = pd.DataFrame(
@@ -343,6 +345,8 @@ def held_out_table(
         true_class = np.searchsorted(classes, table["target"].to_numpy())
         picked = probability[np.arange(len(table)), true_class]
         table["loss"] = -np.log(np.clip(picked, 1e-12, None)).astype(np.float64)
+        for index in range(len(classes)):
+            table[f"probability_{index}"] = probability[:, index].astype(np.float64)
     else:
         table["prediction"] = outputs[:, 0].astype(np.float64)
         table["sq_error"] = (table["prediction"] - table["target"]) ** 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hetcv.stats import METRIC_LABEL
 from hetcv.tables import select
 
 
@@ -16,7 +17,7 @@ def dataset_verdict(
     subgroups: pd.DataFrame,
     selected: dict,
 ) -> str:
-    metric = "accuracy" if task == "classification" else "1 − NRMSE"
+    metric = METRIC_LABEL[task]
     rows = select(cv, selected).sort_values("n")
     lines = [
         f"## {dataset}",

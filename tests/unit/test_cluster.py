@@ -179,3 +179,51 @@ def test_fold_analysis_tables_are_consistent():
         assert run["cv"] == pytest.approx(np.std(metric, ddof=1) / np.mean(metric) * 100)
         assert run["worst_cluster"] == np.argmin(metric)
     assert len(result.clusters["centroid"].iloc[0]) == 6  # 5 components + the loss column
+
+
+def test_clusters_built_from_the_loss_get_no_p_value():
+    result = analyse_fold(
+        synthetic_features(),
+        task="classification",
+        normaliser=1.0,
+        algorithm="kmeans",
+        k=[2],
+        repeats=2,
+        pca_components=5,
+        fcm=FCM,
+        within="all",
+        error_aware=True,
+        null_permutations=19,
+        seed=1,
+    )
+    assert result.runs["p_value"].isna().all() and result.runs["cv"].notna().all()
+
+
+def test_within_class_null_keeps_the_accuracy_gap_between_classes():
+    # Class 0 always right, class 1 right half the time, clusters unrelated to correctness
+    # within each class: the only spread is the class gap, which within-class clustering
+    # builds in and a within-class null must reproduce. Two clusters per class: any
+    # within-class permutation keeps class 0's clusters at accuracy 1 and class 1's near 0.5,
+    # a CV of about 38 %; permuting across classes would give about 10 %.
+    features = synthetic_features(n=120, seed=4)
+    target = np.arange(120) % 2
+    features["target"] = target
+    features["correct"] = (target == 0) | (np.arange(120) % 4 == 1)
+    result = analyse_fold(
+        features,
+        task="classification",
+        normaliser=1.0,
+        algorithm="kmeans",
+        k=[2],
+        repeats=1,
+        pca_components=5,
+        fcm=FCM,
+        within="class",
+        error_aware=False,
+        null_permutations=199,
+        seed=0,
+    )
+    run = result.runs.iloc[0]
+    assert run["n_clusters"] == 4
+    assert min(run["null_cv"]) > 30
+    assert run["p_value"] > 0.01

@@ -193,7 +193,13 @@ def test_a_last_batch_of_one_joins_the_previous_batch():
             "classification",
             np.array([0, 1]),
             np.array([[0.0, np.log(3)], [np.log(3), 0.0]]),
-            {"prediction": [0.75, 0.25], "predicted_label": [1, 0], "correct": [True, True]},
+            {
+                "prediction": [0.75, 0.25],
+                "predicted_label": [1, 0],
+                "correct": [True, True],
+                "probability_0": [0.25, 0.75],
+                "probability_1": [0.75, 0.25],
+            },
         ),
         (
             "regression",

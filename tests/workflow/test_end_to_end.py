@@ -59,7 +59,7 @@ def test_classification_features_schema_and_accuracy_beats_chance(tiny_study):
         for n, _, d in fold_dirs(tiny_study, "udigits")
         if n == 400
     )
-    assert list(features.columns[:9]) == [
+    assert list(features.columns[:11]) == [
         "sample_id",
         "n",
         "fold",
@@ -68,8 +68,12 @@ def test_classification_features_schema_and_accuracy_beats_chance(tiny_study):
         "predicted_label",
         "correct",
         "loss",
+        "probability_0",
+        "probability_1",
         "f000",
     ]
+    assert np.allclose(features["probability_1"], features["prediction"])
+    assert np.allclose(features[["probability_0", "probability_1"]].sum(axis=1), 1)
     assert features["prediction"].between(0, 1).all()
     assert (features["correct"] == (features["predicted_label"] == features["target"])).all()
     majority = max(features["target"].mean(), 1 - features["target"].mean())
