@@ -16,6 +16,7 @@ from scipy import stats as scipy_stats
 
 from hetcv.errors import HetcvError
 
+SIGNIFICANCE = 0.05
 SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
 METRIC_LABEL = {"classification": "accuracy", "regression": "1 − NRMSE"}
 

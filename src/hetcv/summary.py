@@ -1,14 +1,21 @@
 """The summarize rule: per dataset, aggregate every fold's clustering over folds and repeats.
 
 Averages follow the paper: a quantity is computed per (fold, repeat) and then averaged, with
-clusters matched by their canonical number (0 = best metric). Uncertainty and the noise
-floor go beyond it:
+clusters matched by their canonical number (0 = best metric). The selected clustering's
+statistics come from ``hetcv.heterogeneity`` (one place for each):
 
-- CV: mean and sd over folds × repeats; a 95 % CI from a stratified bootstrap of the samples
-  inside each cluster (selected clustering only); the permutation null of the fold- and
-  repeat-averaged CV (its mean, 95th percentile and the p-value); excess CV = CV − null mean.
-- Per-cluster metric: mean and sd over folds × repeats, and a 95 % CI: Wilson on the pooled
-  counts (classification, every clustering) or the bootstrap (regression, selected only).
+- the raw CV with a fold-bootstrap CI, the debiased CV (sampling variance removed) with its
+  CI, I² and Cochran's Q;
+- the permutation test of the averaged CV (within class when the clusters are built within
+  class; none when they are built from the loss), Holm-adjusted across sample sizes;
+- for classification, the confidence-calibrated test: is correctness more uneven over the
+  clusters than the model's own recalibrated confidence predicts?
+- the cross-fitted weakest cluster and, per cluster, the band that the sorted cluster metrics
+  have under the permutation null (Figure 2).
+
+Every other (algorithm, k) is exploration: its CV and the permutation null computed by the
+cluster jobs are reported without a significance flag. Per-cluster metrics of the
+exploration carry Wilson intervals on the pooled counts (classification).
 
 Empty clusters are counted, never averaged in silently: a cluster's ``empty_runs`` of its
 ``runs`` (fold × repeat) had no sample, and its metric and distances average the others (NaN
@@ -21,33 +28,47 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hetcv.analysis import sample_scores
+from hetcv.columns import FEATURE_COLUMNS
+from hetcv.heterogeneity import (
+    FoldPartitions,
+    SampleSize,
+    calibrated_p_correct,
+    calibration_test,
+    cross_fold_temperatures,
+    excess_cv,
+    heterogeneity,
+    holm,
+    permutation_null,
+    weakest_cluster,
+)
 from hetcv.seeding import derive_seed
 from hetcv.stats import (
-    bootstrap_cluster_metrics,
-    coefficient_of_variation,
+    SIGNIFICANCE,
     correlation,
-    percentile_interval,
+    permutation_p_value,
+    task_normaliser,
     wilson_interval,
 )
 
-SIGNIFICANCE = 0.05
 CLUSTERING = ["algorithm", "k", "n"]
 
 
 def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (algorithm, k, n): test metric, CV, its permutation null, excess and p-value."""
+    """Per (algorithm, k, n): test metric, CV and the exploratory permutation null of the
+    cluster jobs (its mean, 95th percentile, excess CV and p-value; no significance flag)."""
     rows = []
     for (algorithm, k, n), group in runs.groupby(CLUSTERING, sort=True):
         folds = group.groupby("fold")["fold_metric"].first()
         null = np.vstack(group["null_cv"].to_numpy())  # (folds × repeats, P)
         null_of_mean = np.nanmean(null, axis=0)
         cv = group["cv"].mean()
-        p_value = (1 + np.sum(null_of_mean >= cv)) / (1 + len(null_of_mean))
         rows.append(
             {
                 "algorithm": algorithm,
                 "k": k,
                 "n": n,
+                "role": "exploratory",
                 "test_metric": folds.mean(),
                 "test_metric_sd": folds.std(ddof=1),
                 "cv": cv,
@@ -55,9 +76,12 @@ def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "runs_with_empty_cluster": int((group["empty_clusters"] > 0).sum()),
                 "null_cv": float(np.nanmean(null_of_mean)),
                 "null_cv_q95": float(np.nanpercentile(null_of_mean, 95)),
-                "excess_cv": cv - float(np.nanmean(null_of_mean)),
-                "p_value": float(p_value),
-                "above_noise_floor": bool(p_value < SIGNIFICANCE),
+                "excess_cv": excess_cv(cv, null_of_mean),
+                "p_value": (
+                    permutation_p_value(cv, null_of_mean)
+                    if group["p_value"].notna().all()
+                    else np.nan
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -81,6 +105,7 @@ def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
         dist_sd=("dist_sd", "mean"),
     ).reset_index()
     table["ci_low"], table["ci_high"], table["ci_method"] = np.nan, np.nan, ""
+    table["null_band_low"], table["null_band_high"] = np.nan, np.nan  # selected clustering
     if task == "classification":
         # Pooled over folds, averaged over repeats: the counts one repeat sees in all folds.
         pooled = (
@@ -133,61 +158,142 @@ def fold_cv(runs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def bootstrap_selected(
+def fold_partitions(
     assignments: pd.DataFrame,
-    scores: pd.Series,
-    n_clusters: int,
+    features: pd.DataFrame,
     task: str,
-    normaliser: float,
-    n_boot: int,
-    seed: int,
-) -> tuple[tuple[float, float], np.ndarray]:
-    """Bootstrap CI of the averaged CV, and ``(k, 2)`` CIs of the averaged cluster metrics.
+    within: str,
+    temperature: float | None,
+) -> FoldPartitions:
+    """One fold's held-out samples and their cluster in every repeat.
 
-    ``assignments``: one sample size of the selected clustering (``fold, repeat, sample_id,
-    cluster``); ``scores``: per-sample score indexed by ``sample_id``. Bootstrap replicate
-    ``b`` is averaged over folds and repeats before the percentiles are taken.
+    ``assignments``: ``repeat, sample_id, cluster`` of one (algorithm, k, n, fold);
+    ``features``: that fold's ``features.parquet`` rows. ``temperature``: the fold's
+    temperature for the calibrated probability of being right (classification).
     """
-    cv_sum = np.zeros(n_boot)
-    metric_sum = np.zeros((n_boot, n_clusters))
-    metric_count = np.zeros((n_boot, n_clusters))
-    runs = 0
-    for (fold, repeat), run in assignments.groupby(["fold", "repeat"], sort=True):
-        rng = np.random.default_rng(derive_seed(seed, fold, repeat, "bootstrap"))
-        boot = bootstrap_cluster_metrics(
-            run["cluster"].to_numpy(),
-            scores.loc[run["sample_id"]].to_numpy(),
-            n_clusters,
-            n_boot,
-            rng,
-            task,
-            normaliser,
-        )
-        cv_sum += coefficient_of_variation(boot, axis=1)
-        metric_sum += np.nan_to_num(boot)
-        metric_count += ~np.isnan(boot)
-        runs += 1
-    with np.errstate(invalid="ignore"):
-        metric_mean = metric_sum / metric_count
-    cluster_ci = np.array([percentile_interval(metric_mean[:, c]) for c in range(n_clusters)])
-    return percentile_interval(cv_sum / runs), cluster_ci
+    labels = assignments.pivot(index="repeat", columns="sample_id", values="cluster")
+    labels = labels[features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
+    p_correct = None
+    if task == "classification":
+        p_correct = calibrated_p_correct(log_probabilities(features), temperature)
+    return FoldPartitions(
+        score=sample_scores(features, task),
+        labels=labels,
+        groups=features["target"].to_numpy() if within == "class" else None,
+        p_correct=p_correct,
+    )
+
+
+def log_probabilities(features: pd.DataFrame) -> np.ndarray:
+    """``(n_samples, n_classes)`` log of the ``probability_*`` columns (clipped at 1e-12)."""
+    columns = [c for c in features.columns if c.startswith("probability_")]
+    columns.sort(key=lambda name: int(name.rsplit("_", 1)[1]))
+    return np.log(np.clip(features[columns].to_numpy(dtype=np.float64), 1e-12, None))
+
+
+def fold_temperatures(features: pd.DataFrame, classes: np.ndarray) -> dict[int, float]:
+    """Per fold of one sample size: the temperature fitted on the other folds' predictions.
+
+    ``classes``: the dataset's sorted classes, in the order of the ``probability_*`` columns.
+    """
+    folds = sorted(features["fold"].unique())
+    pairs = []
+    for fold in folds:
+        rows = features[features["fold"] == fold]
+        true_class = np.searchsorted(classes, rows["target"].to_numpy())
+        pairs.append((log_probabilities(rows), true_class))
+    return dict(zip(folds, cross_fold_temperatures(pairs), strict=True))
+
+
+def selected_statistics(
+    sample: SampleSize, *, error_aware: bool, bootstrap: int, permutations: int, seed: int
+) -> tuple[dict, pd.DataFrame]:
+    """The selected clustering's statistics at one sample size: a ``cv.parquet`` row's
+    columns, and per cluster its bootstrap CI and null band (``cluster, ci_low, ci_high,
+    null_band_low, null_band_high``)."""
+    het = heterogeneity(sample, bootstrap, derive_seed(seed, "bootstrap"))
+    null = permutation_null(sample, permutations, derive_seed(seed, "permutation"))
+    weakest = weakest_cluster(sample, bootstrap, derive_seed(seed, "weakest"))
+    row = {
+        "role": "selected",
+        "cv": het.raw_cv,
+        "cv_ci_low": het.raw_cv_ci[0],
+        "cv_ci_high": het.raw_cv_ci[1],
+        "debiased_cv": het.debiased_cv,
+        "debiased_cv_ci_low": het.debiased_cv_ci[0],
+        "debiased_cv_ci_high": het.debiased_cv_ci[1],
+        "i_squared": het.i_squared,
+        "q": het.q,
+        "q_df": het.q_df,
+        "q_p_value": het.q_p_value,
+        "bootstrap_nonfinite": het.n_nonfinite_cv,
+        "null_cv": float(null.null_cv.mean()),
+        "null_cv_q95": float(np.percentile(null.null_cv, 95)),
+        "excess_cv": excess_cv(het.raw_cv, null.null_cv),
+        # Clusters built from the loss are not exchangeable with the scores: no valid test.
+        "p_value": np.nan if error_aware else null.p_value,
+        "p_calibrated": np.nan,
+        "weakest_cluster": weakest.cluster,
+        "weakest_metric": weakest.estimate,
+        "weakest_ci_low": weakest.ci[0],
+        "weakest_ci_high": weakest.ci[1],
+    }
+    if sample.task == "classification":
+        calibrated = calibration_test(sample, permutations, derive_seed(seed, "calibrated"))
+        row["p_calibrated"] = calibrated.p_value
+    # Cluster 0 is the best: its null band is that of the highest sorted metric.
+    band = np.percentile(null.null_sorted_metric[:, ::-1], [2.5, 97.5], axis=0)
+    clusters = pd.DataFrame(
+        {
+            "cluster": np.arange(sample.k),
+            "ci_low": het.cluster_metric_ci[:, 0],
+            "ci_high": het.cluster_metric_ci[:, 1],
+            "null_band_low": band[0],
+            "null_band_high": band[1],
+        }
+    )
+    return row, clusters
+
+
+def add_multiplicity(cv: pd.DataFrame) -> pd.DataFrame:
+    """Holm across the selected clustering's sample sizes; the flag only for those rows."""
+    cv = cv.copy()
+    chosen = cv["role"] == "selected"
+    cv["p_holm"], cv["p_holm_calibrated"] = np.nan, np.nan
+    cv.loc[chosen, "p_holm"] = holm(cv.loc[chosen, "p_value"].to_numpy())
+    cv.loc[chosen, "p_holm_calibrated"] = holm(cv.loc[chosen, "p_calibrated"].to_numpy())
+    cv["above_noise_floor"] = pd.array(
+        [
+            bool(p < SIGNIFICANCE) if chosen_row and np.isfinite(p) else pd.NA
+            for p, chosen_row in zip(cv["p_holm"], chosen, strict=True)
+        ],
+        dtype="boolean",
+    )
+    return cv
 
 
 def correlation_summary(
     cv: pd.DataFrame, folds: pd.DataFrame, permutations: int, n_boot: int, seed: int
 ) -> pd.DataFrame:
-    """CV against test metric: across sample sizes (the paper's Fig. 5) and across (n, fold)."""
+    """CV against test metric: across sample sizes (the paper's Fig. 5, raw and debiased CV)
+    and across (n, fold) points, permuted within each n (n drives both)."""
+    levels = (
+        ("sample_size", cv["cv"], cv, None),
+        ("sample_size_debiased", cv["debiased_cv"], cv, None),
+        ("fold", folds["cv"], folds, folds["n"].to_numpy()),
+    )
     rows = []
-    for level, table in (("sample_size", cv), ("fold", folds)):
+    for level, x, table, strata in levels:
         rows.append(
             {
                 "level": level,
                 **correlation(
-                    table["cv"].to_numpy(),
-                    table["test_metric"].to_numpy(),
+                    x.to_numpy(dtype=np.float64),
+                    table["test_metric"].to_numpy(dtype=np.float64),
                     permutations,
                     n_boot,
                     derive_seed(seed, level),
+                    strata=strata,
                 ),
             }
         )
@@ -196,6 +302,71 @@ def correlation_summary(
 
 def read_all(paths: list[str], columns: list[str] | None = None) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(path, columns=columns) for path in paths], ignore_index=True)
+
+
+def selected_rows(table: pd.DataFrame, selected: dict) -> pd.Series:
+    return (table["algorithm"] == selected["algorithm"]) & (table["k"] == selected["k"])
+
+
+def summarize_selected(
+    cv: pd.DataFrame,
+    cluster_table: pd.DataFrame,
+    chosen: pd.DataFrame,
+    features: pd.DataFrame,
+    classes: np.ndarray,
+    *,
+    task: str,
+    normaliser: float,
+    selected: dict,
+    within: str,
+    error_aware: bool,
+    bootstrap: int,
+    null_permutations: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``cv`` and ``cluster_table`` with the selected clustering's statistics filled in.
+
+    ``chosen``: the selected clustering's assignments (every n, fold, repeat); ``features``:
+    every held-out row (``n, fold, sample_id, target``, the score column and, for
+    classification, the ``probability_*`` columns); ``classes``: the dataset's sorted classes.
+    """
+    cv, cluster_table = cv.copy(), cluster_table.copy()
+    for n, at_n in chosen.groupby("n", sort=True):
+        rows_n = features[features["n"] == n]
+        temperatures = {}
+        if task == "classification":
+            temperatures = fold_temperatures(rows_n, classes)
+        folds = [
+            fold_partitions(
+                at_n[at_n["fold"] == fold],
+                rows_n[rows_n["fold"] == fold],
+                task,
+                within,
+                temperatures.get(fold),
+            )
+            for fold in sorted(at_n["fold"].unique())
+        ]
+        at = selected_rows(cluster_table, selected) & (cluster_table["n"] == n)
+        n_clusters = int(cluster_table.loc[at, "cluster"].max()) + 1  # k, or k × classes
+        sample = SampleSize(folds=folds, k=n_clusters, task=task, normaliser=normaliser)
+        row, per_cluster = selected_statistics(
+            sample,
+            error_aware=error_aware,
+            bootstrap=bootstrap,
+            permutations=null_permutations,
+            seed=derive_seed(seed, n),
+        )
+        at = selected_rows(cv, selected) & (cv["n"] == n)
+        for column, value in row.items():
+            if column not in cv:
+                cv[column] = np.nan if not isinstance(value, str) else ""
+            cv.loc[at, column] = value
+        at = selected_rows(cluster_table, selected) & (cluster_table["n"] == n)
+        merged = cluster_table.loc[at, ["cluster"]].merge(per_cluster, on="cluster", how="left")
+        for column in ("ci_low", "ci_high", "null_band_low", "null_band_high"):
+            cluster_table.loc[at, column] = merged[column].to_numpy()
+        cluster_table.loc[at, "ci_method"] = "fold bootstrap"
+    return add_multiplicity(cv), cluster_table
 
 
 def run_summarize_job(
@@ -210,70 +381,51 @@ def run_summarize_job(
     task: str,
     nrmse_normalizer: str,
     selected: dict,
+    within: str,
+    error_aware: bool,
     bootstrap: int,
     null_permutations: int,
     seed: int,
 ) -> None:
     """The summarize rule. ``out`` maps table names (cv, clusters, table1, validity, fold_cv,
     correlation, subgroups) to their paths."""
-    from hetcv.analysis import sample_scores
     from hetcv.io import write_parquet
-    from hetcv.stats import nrmse_normaliser
     from hetcv.subgroups import subgroup_recovery
 
     all_runs = read_all(runs)
-    cv = cv_summary(all_runs)
-    cluster_table = cluster_summary(read_all(clusters), task)
-    score_column = "correct" if task == "classification" else "sq_error"
-    score_table = read_all(features, columns=["n", "sample_id", score_column])
-    scores = pd.Series(
-        sample_scores(score_table, task),
-        index=pd.MultiIndex.from_frame(score_table[["n", "sample_id"]]),
-    )
     table = pd.read_parquet(manifest)
-    normaliser = (
-        nrmse_normaliser(table["target"].to_numpy(), nrmse_normalizer)
-        if task == "regression"
-        else 1.0
-    )
-
+    targets = table["target"].to_numpy()
+    normaliser = task_normaliser(task, targets, nrmse_normalizer)
+    held_out = read_all(features)
+    held_out = held_out[[c for c in held_out.columns if c not in FEATURE_COLUMNS]]
     chosen = read_all(selected_assignments)
-    chosen_runs = all_runs[
-        (all_runs["algorithm"] == selected["algorithm"]) & (all_runs["k"] == selected["k"])
-    ]
-    cv["cv_ci_low"], cv["cv_ci_high"] = np.nan, np.nan
-    for n, at_n in chosen[chosen["k"] == selected["k"]].groupby("n"):
-        n_clusters = int(chosen_runs.loc[chosen_runs["n"] == n, "n_clusters"].iloc[0])
-        (low, high), cluster_ci = bootstrap_selected(
-            at_n, scores.loc[n], n_clusters, task, normaliser, bootstrap, derive_seed(seed, n)
-        )
-        row = (
-            (cv["algorithm"] == selected["algorithm"]) & (cv["k"] == selected["k"]) & (cv["n"] == n)
-        )
-        cv.loc[row, ["cv_ci_low", "cv_ci_high"]] = low, high
-        if task == "regression":
-            rows = (
-                (cluster_table["algorithm"] == selected["algorithm"])
-                & (cluster_table["k"] == selected["k"])
-                & (cluster_table["n"] == n)
-            )
-            cluster_table.loc[rows, ["ci_low", "ci_high"]] = cluster_ci
-            cluster_table.loc[rows, "ci_method"] = "bootstrap"
-
-    selected_cv = cv[(cv["algorithm"] == selected["algorithm"]) & (cv["k"] == selected["k"])]
-    folds = fold_cv(all_runs)
-    selected_folds = folds[
-        (folds["algorithm"] == selected["algorithm"]) & (folds["k"] == selected["k"])
-    ]
-    correlations = correlation_summary(
-        selected_cv, selected_folds, null_permutations, bootstrap, seed
+    chosen = chosen[chosen["k"] == selected["k"]]
+    cv, cluster_table = summarize_selected(
+        cv_summary(all_runs),
+        cluster_summary(read_all(clusters), task),
+        chosen,
+        held_out,
+        np.unique(targets) if task == "classification" else np.array([]),
+        task=task,
+        normaliser=normaliser,
+        selected=selected,
+        within=within,
+        error_aware=error_aware,
+        bootstrap=bootstrap,
+        null_permutations=null_permutations,
+        seed=seed,
     )
+    selected_cv = cv[selected_rows(cv, selected)].sort_values("n")
+    folds = fold_cv(all_runs)
+    correlations = correlation_summary(
+        selected_cv, folds[selected_rows(folds, selected)], null_permutations, bootstrap, seed
+    )
+    chosen_runs = all_runs[selected_rows(all_runs, selected)]
     if "subgroup" in table.columns:
         subgroup = table.set_index("sample_id")["subgroup"]
-        selected_at_k = chosen[chosen["k"] == selected["k"]]
         per_run = pd.concat(
             subgroup_recovery(at_n, chosen_runs[chosen_runs["n"] == n], subgroup).assign(n=n)
-            for n, at_n in selected_at_k.groupby("n")
+            for n, at_n in chosen.groupby("n")
         )
         recovered = per_run.groupby(["n", "subgroup"], sort=True).mean(numeric_only=True)
         recovered = recovered.drop(columns=["fold", "repeat"]).reset_index()

@@ -109,33 +109,64 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     )
     cv = pd.read_parquet(summary / "cv.parquet")
     assert len(cv) == 3 * 3 * 2  # algorithms × k × sample sizes
-    row = cv[(cv["algorithm"] == "fcm") & (cv["k"] == 3) & (cv["n"] == 400)].iloc[0]
-    runs = runs[(runs["algorithm"] == "fcm") & (runs["k"] == 3) & (runs["n"] == 400)]
-    assert row["cv"] == pytest.approx(runs["cv"].mean())
-    null = np.vstack(runs["null_cv"].to_numpy()).mean(axis=0)
+    at = (cv["algorithm"] == "fcm") & (cv["k"] == 3)
+    assert set(cv.loc[at, "role"]) == {"selected"} and set(cv.loc[~at, "role"]) == {"exploratory"}
+    assert cv.loc[~at, "above_noise_floor"].isna().all()  # exploration: no significance flag
+
+    # Exploration: the cluster jobs' permutation nulls, averaged over folds × repeats.
+    row = cv[(cv["algorithm"] == "kmeans") & (cv["k"] == 2) & (cv["n"] == 400)].iloc[0]
+    explored = runs[(runs["algorithm"] == "kmeans") & (runs["k"] == 2) & (runs["n"] == 400)]
+    assert row["cv"] == pytest.approx(explored["cv"].mean())
+    null = np.vstack(explored["null_cv"].to_numpy()).mean(axis=0)
     assert row["null_cv"] == pytest.approx(null.mean())
-    assert row["excess_cv"] == pytest.approx(row["cv"] - null.mean())
+    assert row["excess_cv"] == pytest.approx(np.sqrt(max(0, row["cv"] ** 2 - (null**2).mean())))
     assert row["p_value"] == pytest.approx((1 + (null >= row["cv"]).sum()) / (1 + len(null)))
-    assert row["cv_ci_low"] <= row["cv_ci_high"]  # bootstrap CI for the selected clustering
-    assert row["test_metric"] == pytest.approx(runs.groupby("fold")["fold_metric"].first().mean())
+    assert np.isnan(row["debiased_cv"]) and np.isnan(row["cv_ci_low"])
+
+    # The selected clustering: intervals that contain their estimates, Holm across sizes.
+    chosen = cv[at].sort_values("n")
+    runs = runs[(runs["algorithm"] == "fcm") & (runs["k"] == 3)]
+    assert chosen["cv"].to_numpy() == pytest.approx(runs.groupby("n")["cv"].mean().to_numpy())
+    assert (chosen["cv_ci_low"] <= chosen["cv"]).all() and (
+        chosen["cv"] <= chosen["cv_ci_high"]
+    ).all()
+    assert (chosen["debiased_cv_ci_low"] <= chosen["debiased_cv"]).all()
+    assert (chosen["debiased_cv"] <= chosen["debiased_cv_ci_high"]).all()
+    assert chosen["i_squared"].between(0, 1).all() and chosen["q_p_value"].between(0, 1).all()
+    smaller, larger = sorted(chosen["p_value"])
+    assert sorted(chosen["p_holm"]) == pytest.approx(
+        sorted([min(1, 2 * smaller), max(min(1, 2 * smaller), larger)])
+    )
+    assert (chosen["above_noise_floor"] == (chosen["p_holm"] < 0.05)).all()
+    assert chosen["p_calibrated"].between(0, 1).all()
+    assert chosen["weakest_cluster"].isin([0, 1, 2]).all()
+    assert (chosen["weakest_ci_low"] <= chosen["weakest_ci_high"]).all()
+    row = chosen[chosen["n"] == 400].iloc[0]
+    assert row["test_metric"] == pytest.approx(
+        runs[runs["n"] == 400].groupby("fold")["fold_metric"].first().mean()
+    )
     clusters = pd.read_parquet(summary / "clusters.parquet")
     selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
     assert selected.groupby("n")["size_pct"].sum().round(6).eq(100).all()
+    assert (selected["ci_method"] == "fold bootstrap").all()
+    assert (selected["null_band_low"] <= selected["null_band_high"]).all()
+    # Exploration keeps Wilson intervals on the counts pooled over folds.
     stats = pd.concat(
         pd.read_parquet(d / "cluster_stats_fcm.parquet")
         for n, _, d in fold_dirs(tiny_study, "udigits")
         if n == 400
     )
     pooled = (
-        stats[stats["k"] == 3]
+        stats[stats["k"] == 2]
         .groupby(["cluster", "repeat"])[["score_sum", "size"]]
         .sum()
         .groupby("cluster")
         .mean()
     )
-    worst = selected[selected["n"] == 400].iloc[-1]
+    explored = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 2)]
+    worst = explored[explored["n"] == 400].iloc[-1]
     assert (worst["ci_low"], worst["ci_high"]) == pytest.approx(
-        wilson_interval(*pooled.loc[2, ["score_sum", "size"]])
+        wilson_interval(*pooled.loc[1, ["score_sum", "size"]])
     )
     table1 = pd.read_parquet(summary / "table1.parquet")
     assert len(table1[(table1["algorithm"] == "fcm") & (table1["k"] == 3)]) == 3 * 2
@@ -143,14 +174,14 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     assert set(subgroups["subgroup"]) == set(range(10))
     assert subgroups["auroc"].between(0, 1).all()
     correlation = pd.read_parquet(summary / "correlation.parquet")
-    assert list(correlation["level"]) == ["sample_size", "fold"]
-    assert list(correlation["n_points"]) == [2, 4]
+    assert list(correlation["level"]) == ["sample_size", "sample_size_debiased", "fold"]
+    assert list(correlation["n_points"]) == [2, 2, 4]
 
 
 def test_regression_summary_uses_bootstrap_cluster_intervals(tiny_study):
     clusters = pd.read_parquet(tiny_study / "results/digitvalue/summary/clusters.parquet")
     selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
-    assert (selected["ci_method"] == "bootstrap").all()
+    assert (selected["ci_method"] == "fold bootstrap").all()
     # 1 − NRMSE is at most 1 in every cluster that had samples; a cluster empty in every run
     # has no metric at all, and says so.
     everywhere_empty = selected["empty_runs"] == selected["runs"]

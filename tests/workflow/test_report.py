@@ -43,9 +43,12 @@ def test_every_table_value_is_recomputed_from_the_summaries(tiny_study, dataset)
         assert np.allclose(merged[ours], merged[theirs], equal_nan=True)
     cv = summary(tiny_study, dataset, "cv").sort_values("n")
     cv_table = pd.read_csv(tables / f"{dataset}_cv.csv")
-    assert np.allclose(cv_table["CV %"], cv["cv"])
-    assert np.allclose(cv_table["excess CV %"], cv["excess_cv"])
-    assert np.allclose(cv_table["p-value"], cv["p_value"])
+    for column in ("cv", "cv_ci_low", "debiased_cv", "debiased_cv_ci_high", "p_holm", "excess_cv"):
+        assert np.allclose(cv_table[column], cv[column]), column
+    if TINY_STUDY["datasets"][dataset]["task"] == "classification":
+        assert np.allclose(cv_table["p_holm_calibrated"], cv["p_holm_calibrated"])
+    else:
+        assert cv_table["p_calibrated"].isna().all()
     for extension in ("md", "tex"):
         text = (tables / f"{dataset}_cv.{extension}").read_text()
         assert f"{cv['cv'].iloc[0]:.3f}" in text
@@ -107,9 +110,13 @@ def test_summary_md_gives_a_verdict_per_dataset(tiny_study):
     for dataset in DATASETS:
         assert f"## {dataset}" in text
     cv = summary(tiny_study, "udigits", "cv").sort_values("n")
+    last = cv.iloc[-1]
     assert (
-        f"| {cv['n'].iloc[-1]} | {cv['test_metric'].iloc[-1]:.3f} | {cv['cv'].iloc[-1]:.1f}" in text
+        f"| {last['n']} | {last['test_metric']:.3f} | {last['debiased_cv']:.1f} "
+        f"({last['debiased_cv_ci_low']:.1f}–{last['debiased_cv_ci_high']:.1f}) | "
+        f"{last['i_squared']:.2f} | {last['cv']:.1f} ({last['cv_ci_low']:.1f}–" in text
     )
+    assert f"cluster {last['weakest_cluster']:.0f}, accuracy {last['weakest_metric']:.3f}" in text
     assert "What the worst cluster holds" in text
 
 

@@ -259,6 +259,8 @@ def summarize_params(wildcards):
         {
             **metric_settings(wildcards.dataset),
             "selected": clustering["selected"],
+            "within": clustering["within"],
+            "error_aware": clustering["error_aware"],
             "bootstrap": clustering["bootstrap"],
             "null_permutations": clustering["null_permutations"],
             "seed": derive_seed(config["seed"], wildcards.dataset, "summary"),
