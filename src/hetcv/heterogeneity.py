@@ -292,12 +292,13 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
     **Debiased CV.** Per run, τ² = s²(y) − mean(v) (the unweighted method of moments, exactly
     unbiased for the sample variance of the true cluster metrics when v is unbiased: v =
     p̂(1 − p̂)/(n − 1) for accuracy, delta method for 1 − NRMSE), averaged untruncated over
-    runs and truncated at 0 after; D = 10⁴·τ²/mean² is the debiased CV². The inverse-variance (DerSimonian–Laird) τ² estimates a
-    weighted variance instead, and its weights, estimated from the same counts, made it biased
-    low by 30–90 % with clusters of 6 to 25. Its interval: the pooled raw CV √R, R = 10⁴·mean
-    s²(y)/mean², gets the raw CV's interval (with √mean R* as the bootstrap world's value, since
-    E[R] = D + N is what the bootstrap mimics), and the noise N = 10⁴·mean(v)/mean² is then
-    removed on the squared scale: √max(0, bound² − N). It covered the true CV in 93.7–98 % of
+    runs and truncated at 0 after; D = 10⁴·τ²/mean² is the debiased CV². The
+    inverse-variance (DerSimonian–Laird) τ² estimates a weighted variance instead, and its
+    weights, estimated from the same counts, made it biased low by 30–90 % with clusters of 6
+    to 25. Its interval: the pooled raw CV √R, R = 10⁴·mean s²(y)/mean², gets the raw CV's
+    interval (with √mean R* as the bootstrap world's value, since E[R] = D + N is what the
+    bootstrap mimics), and the noise N = 10⁴·mean(v)/mean² is then removed on the squared
+    scale: √max(0, bound² − N). It covered the true CV in 93.7–98 % of
     simulated data sets with clusters of 25 to 150 samples, conservatively (99.5 %) where the
     noise is 4 times the heterogeneity (clusters of 25, true CV 3 %) and the interval starts at
     0. Alternatives: basic or BCa on D itself, 44–78 % (the bootstrap world's D is R, not D̂);
