@@ -315,7 +315,9 @@ def run_cluster_job(
         check_k_fits(settings["k"], len(table), features)
     except ValueError as error:
         raise HetcvError(str(error)) from None
-    targets = pd.read_parquet(manifest, columns=["target"])["target"].to_numpy()
+    targets = None  # classification needs no normaliser, so no manifest read
+    if task == "regression":
+        targets = pd.read_parquet(manifest, columns=["target"])["target"].to_numpy()
     normaliser = task_normaliser(task, targets, nrmse_normalizer)
     result = analyse_fold(table, task=task, normaliser=normaliser, **settings)
     for frame, path in (

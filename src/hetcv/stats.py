@@ -21,7 +21,7 @@ SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
 METRIC_LABEL = {"classification": "accuracy", "regression": "1 − NRMSE"}
 
 
-def task_normaliser(task: str, targets: np.ndarray, kind: str) -> float:
+def task_normaliser(task: str, targets: np.ndarray | None, kind: str) -> float:
     """The metric's normaliser: 1 for classification, the dataset's NRMSE normaliser else."""
     return 1.0 if task == "classification" else nrmse_normaliser(targets, kind)
 

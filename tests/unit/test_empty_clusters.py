@@ -11,7 +11,7 @@ import hetcv.analysis
 from hetcv.analysis import analyse_fold
 from hetcv.cluster import Partition
 from hetcv.figures import figure2
-from hetcv.summary import cluster_summary, cv_summary
+from hetcv.summary import cluster_summary, cv_summary, summarize_selected
 from hetcv.tables import table2
 from hetcv.verdict import dataset_verdict
 
@@ -66,23 +66,56 @@ def test_an_empty_cluster_is_flagged_and_its_run_cv_is_over_the_others(empty_fol
 
 
 def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
-    _, result, _ = empty_fold
-    runs = result.runs.assign(n=100, fold=0, fold_metric=0.8)
-    clusters = result.clusters.assign(n=100, fold=0)
-    # A second sample size where cluster 2 is empty in one run of two.
-    later = clusters.assign(n=300)
-    filled = (later["cluster"] == 2) & (later["repeat"] == 1)
-    later.loc[filled, ["size", "score_sum", "metric", "empty"]] = [6, 3.0, 0.5, False]
-    summary = cluster_summary(pd.concat([clusters, later]), "classification")
-    cv = cv_summary(pd.concat([runs, runs.assign(n=300)]))
+    features, result, _ = empty_fold
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.6, 0.99, size=len(features))
+    features = features.assign(
+        probability_0=np.where(features["target"] == 0, confidence, 1 - confidence),
+        probability_1=np.where(features["target"] == 1, confidence, 1 - confidence),
+    )
+    # Two folds of the same partition at n = 100 and n = 300; at n = 300 cluster 2 has
+    # samples in one run of the four.
+    runs, clusters, assignments, held_out = [], [], [], []
+    for n in (100, 300):
+        for fold in (0, 1):
+            key = {"n": n, "fold": fold}
+            runs.append(result.runs.assign(**key, fold_metric=0.8))
+            clusters.append(result.clusters.assign(**key))
+            assignments.append(result.assignments.assign(**key))
+            held_out.append(features.assign(**key))
+    clusters = pd.concat(clusters, ignore_index=True)
+    filled = (clusters["n"] == 300) & (clusters["cluster"] == 2) & (clusters["repeat"] == 1)
+    filled &= clusters["fold"] == 0
+    clusters.loc[filled, ["size", "score_sum", "metric", "empty"]] = [6, 3.0, 0.5, False]
+    summary = cluster_summary(clusters, "classification")
+    cv = cv_summary(pd.concat(runs))
+    cv, summary = summarize_selected(
+        cv,
+        summary,
+        pd.concat(assignments),
+        pd.concat(held_out),
+        np.array([0, 1]),
+        task="classification",
+        normaliser=1.0,
+        selected=SELECTED,
+        within="all",
+        error_aware=False,
+        bootstrap=50,
+        null_permutations=19,
+        seed=0,
+    )
     third = summary[summary["cluster"] == 2].set_index("n")
-    assert third.loc[100, "empty_runs"] == 2 and third.loc[100, "runs"] == 2
+    assert third.loc[100, "empty_runs"] == 4 and third.loc[100, "runs"] == 4
     assert np.isnan(third.loc[100, "metric"]) and np.isnan(third.loc[100, "ci_low"])
-    assert third.loc[300, "empty_runs"] == 1 and third.loc[300, "metric"] == 0.5
-    assert list(cv["runs_with_empty_cluster"]) == [2, 2]
-    assert list(table2(summary, SELECTED)["runs empty"]) == [0, 0, 0, 0, 2, 1]
+    assert third.loc[300, "empty_runs"] == 3 and third.loc[300, "metric"] == 0.5
+    assert list(cv["runs_with_empty_cluster"]) == [4, 4]
+    assert list(table2(summary, SELECTED)["runs empty"]) == [0, 0, 0, 0, 4, 3]
+    # Every statistic is computed over the clusters that exist, and says how many runs lacked one.
+    assert (
+        cv[["cv", "debiased_cv", "p_value", "p_calibrated", "weakest_metric"]].notna().all().all()
+    )
+    assert (cv["cv_ci_low"] <= cv["cv"]).all() and (cv["cv"] <= cv["cv_ci_high"]).all()
 
-    cv["cv_ci_low"], cv["cv_ci_high"] = cv["cv"] - 1, cv["cv"] + 1
     figure = figure2(summary, cv, SELECTED, "classification", STYLE, "demo")
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert "cluster 2 (empty at n = 100)" in labels
@@ -90,5 +123,5 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
     text = dataset_verdict(
         "demo", "classification", cv, summary, correlation, pd.DataFrame(), SELECTED
     )
-    assert "At n = 100, cluster 2 was empty (no sample's highest membership) in 2 of 2" in text
-    assert "At n = 300, cluster 2 was empty (no sample's highest membership) in 1 of 2" in text
+    assert "At n = 100, cluster 2 was empty (no sample's highest membership) in 4 of 4" in text
+    assert "At n = 300, cluster 2 was empty (no sample's highest membership) in 3 of 4" in text

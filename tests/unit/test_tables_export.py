@@ -1,8 +1,9 @@
+import numpy as np
 import pandas as pd
 import pytest
 
 from hetcv.export import consensus_clusters
-from hetcv.tables import cv_table, table1, table2
+from hetcv.tables import CV_COLUMNS, cv_table, table1, table2
 
 SELECTED = {"algorithm": "fcm", "k": 3}
 
@@ -68,24 +69,28 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
         "sd": [0.6, 0.5],
         "runs empty": [2, 0],
     }
+    selected_columns = dict.fromkeys(CV_COLUMNS, 0.5)
     cv = pd.DataFrame(
         {
+            **selected_columns,
             "algorithm": "fcm",
-            "k": 3,
-            "n": [300, 100],
-            "test_metric": [0.9, 0.8],
-            "cv": [4.0, 12.0],
-            "cv_ci_low": [3.0, 9.0],
-            "cv_ci_high": [5.0, 15.0],
-            "null_cv": [3.5, 6.0],
-            "excess_cv": [0.5, 6.0],
-            "p_value": [0.3, 0.01],
-            "above_noise_floor": [False, True],
-            "runs_with_empty_cluster": [0, 3],
+            "k": [3, 3, 3],
+            "n": [300, 100, 50],
+            "test_metric": [0.9, 0.8, 0.7],
+            "cv": [4.0, 12.0, 20.0],
+            "p_holm": [0.3, 0.01, np.nan],
+            "p_holm_calibrated": [np.nan, 0.02, 0.2],
+            "runs_with_empty_cluster": [0, 3, 0],
         }
     )
-    table = cv_table(cv, SELECTED, "classification")
-    assert list(table["n"]) == [100, 300]
-    assert list(table["verdict"]) == ["above noise floor", "within noise floor"]
-    assert list(table["test accuracy"]) == [0.8, 0.9]
-    assert list(table["runs with an empty cluster"]) == [3, 0]
+    table = cv_table(pd.concat([cv, cv.assign(algorithm="gmm")]), SELECTED, "classification")
+    assert list(table.columns) == ["n", "test accuracy", *CV_COLUMNS[1:], "reading"]
+    assert list(table["n"]) == [50, 100, 300]
+    assert list(table["test accuracy"]) == [0.7, 0.8, 0.9]
+    assert list(table["runs_with_empty_cluster"]) == [0, 3, 0]
+    assert list(table["reading"]) == [
+        "no valid test: the clusters were built from the loss",
+        "clusters differ beyond sampling noise; errors more uneven than the model's own "
+        "confidence predicts",
+        "within sampling noise: no evidence of heterogeneity",
+    ]
