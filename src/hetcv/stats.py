@@ -83,31 +83,6 @@ def permuted_cluster_metrics(
         return metric_from_means(totals / size, task, normaliser)
 
 
-def bootstrap_cluster_metrics(
-    labels: np.ndarray,
-    score: np.ndarray,
-    k: int,
-    n_boot: int,
-    rng: np.random.Generator,
-    task: str,
-    normaliser: float,
-) -> np.ndarray:
-    """Per-cluster metrics of ``n_boot`` stratified bootstrap resamples: ``(n_boot, k)``.
-
-    Each cluster's samples are resampled with replacement within the cluster, so cluster
-    sizes are fixed and only the sampling noise of the per-cluster metric is measured.
-    """
-    out = np.full((n_boot, k), np.nan)
-    for cluster in range(k):
-        member_score = score[labels == cluster]
-        m = len(member_score)
-        if m == 0:
-            continue
-        resampled = member_score[rng.integers(0, m, size=(n_boot, m))]
-        out[:, cluster] = metric_from_means(resampled.mean(axis=1), task, normaliser)
-    return out
-
-
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
     """One-sided p-value ``(1 + #(null >= observed)) / (1 + P)``."""
     null = np.asarray(null)

@@ -6,7 +6,6 @@ from scipy import stats as scipy_stats
 from sklearn.cluster import KMeans
 
 from hetcv.stats import (
-    bootstrap_cluster_metrics,
     cluster_metrics,
     coefficient_of_variation,
     correlation,
@@ -67,16 +66,6 @@ def test_permuted_metrics_keep_sizes_and_the_overall_mean():
     assert np.allclose(metric @ sizes, score.sum())
     first = score[permutations[0]]
     assert metric[0, 0] == pytest.approx(first[:10].mean())
-
-
-def test_bootstrap_of_a_constant_cluster_has_no_spread():
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    score = np.array([1, 1, 1, 0, 1, 0.0])
-    boot = bootstrap_cluster_metrics(
-        labels, score, 2, 500, np.random.default_rng(0), "classification", 1.0
-    )
-    assert np.all(boot[:, 0] == 1.0)
-    assert 0.25 < boot[:, 1].mean() < 0.42 and boot[:, 1].std() > 0
 
 
 def test_correlation_matches_scipy_and_exact_permutations():
