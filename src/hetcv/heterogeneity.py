@@ -28,6 +28,9 @@ TASKS = ("classification", "regression")
 LEVEL = 0.95
 # Rows of a (rows, m) matrix of weights, permuted scores or draws held at once (16 MiB each).
 CHUNK_ELEMENTS = 2**21
+# Midpoint quantile grids that integrate the noncentral χ² model of τ̂² (see _expected_root).
+_CENTRAL_QUANTILES = (np.arange(400) + 0.5) / 400
+_NORMAL_QUANTILES = scipy_stats.norm.ppf((np.arange(100) + 0.5) / 100)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,60 @@ def _cochran_q(
     return q, present.sum(-1) - 1.0
 
 
+def _noise_df(variance: np.ndarray) -> float:
+    """Satterthwaite degrees of freedom of the noise in the fold-averaged spread s²(y).
+
+    Per fold, with v the repeat-averaged sampling variances of its non-empty clusters and
+    A = (I − J/k)/(k − 1), the noise part of s²(y) = yᵀAy has mean tr(AV) = mean(v) and
+    variance 2·tr((AV)²), i.e. (mean v)²/tr((AV)²) degrees of freedom (k − 1 when the v are
+    equal); independent folds add theirs. Repeats of a fold share its samples and count once:
+    where they partition it differently, their average is a little less noisy than this
+    assumes, and the mean matching corrects a little too much.
+    """
+    total = 0.0
+    for fold in variance:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a cluster empty in every repeat
+            v = np.nanmean(fold, axis=0)
+        v = v[np.isfinite(v)]
+        k = len(v)
+        if k < 2 or v.sum() <= 0:
+            continue
+        trace_sq = ((1 - 2 / k) * np.sum(v**2) + v.sum() ** 2 / k**2) / (k - 1) ** 2
+        total += v.mean() ** 2 / trace_sq
+    return total
+
+
+def _expected_root(tau: float, noise: float, df: float) -> float:
+    """E√max(0, τ̂²) under the noncentral χ² model of the method-of-moments τ̂².
+
+    With normal cluster metrics, (τ̂² + v̄)·ν/v̄ ~ χ'²_ν(ν·τ²/v̄) exactly when the sampling
+    variances are equal (fixed true metrics: the noncentral, not the random-effects, model).
+    χ'²_ν(λ) is χ²_{ν−1} + (Z + √λ)², integrated on a fixed grid of quantiles of both.
+    """
+    central = scipy_stats.chi2.ppf(_CENTRAL_QUANTILES, df - 1) if df > 1 else np.zeros(1)
+    shifted = (_NORMAL_QUANTILES + tau * np.sqrt(df / noise)) ** 2
+    x = central[:, None] + shifted[None, :]
+    return float(np.sqrt(noise * np.maximum(x / df - 1, 0.0)).mean())
+
+
+def _mean_matched_tau(tau2: float, noise: float, df: float) -> float:
+    """τ̃ ≥ 0 whose expected √max(0, τ̂²) equals the observed one; 0 when none does.
+
+    √max(0, τ̂²) is biased low while τ̂²'s standard error is comparable to τ² (Jensen, with
+    the truncation at 0 only partly offsetting it): 14 % at clusters of 25 to 150 and 4 folds.
+    Matching its mean under the model of :func:`_expected_root` removes most of that bias.
+    """
+    observed = np.sqrt(max(tau2, 0.0))
+    if noise <= 0 or df <= 0 or observed <= _expected_root(0.0, noise, df):
+        return observed if noise <= 0 or df <= 0 else 0.0
+    gap = lambda tau: _expected_root(tau, noise, df) - observed  # noqa: E731
+    high = 2 * observed
+    while gap(high) < 0:
+        high *= 2
+    return float(optimize.brentq(gap, 0.0, high, xtol=1e-6 * observed))
+
+
 def _fold_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
     """Independent seed sequences, one per fold (and purpose): ``SeedSequence(seed).spawn(n)``.
 
@@ -251,7 +308,7 @@ class Heterogeneity:
     raw_cv_ci: tuple[float, float]  # for the expected raw CV at this design (see heterogeneity)
     cluster_metric: np.ndarray  # (k,) averaged over the runs where the cluster exists
     cluster_metric_ci: np.ndarray  # (k, 2)
-    debiased_cv: float  # 100·√max(0, τ²)/mean metric: the CV of the true cluster metrics
+    debiased_cv: float  # 100·τ̃/mean metric (τ̃: mean-matched √τ²): CV of the true cluster metrics
     debiased_cv_ci: tuple[float, float]
     tau2: float  # between-cluster variance of the metric, averaged over runs, untruncated
     q: float  # Cochran's Q: sum over folds of the repeat-averaged Q
@@ -292,8 +349,14 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
     **Debiased CV.** Per run, τ² = s²(y) − mean(v) (the unweighted method of moments, exactly
     unbiased for the sample variance of the true cluster metrics when v is unbiased: v =
     p̂(1 − p̂)/(n − 1) for accuracy, delta method for 1 − NRMSE), averaged untruncated over
-    runs and truncated at 0 after; D = 10⁴·τ²/mean² is the debiased CV². The
-    inverse-variance (DerSimonian–Laird) τ² estimates a weighted variance instead, and its
+    runs. √max(0, τ̂²) is biased low while τ̂²'s SE is comparable to τ² (14 % at clusters of 25
+    to 150, 4 folds, true CV 3.1 %), so the debiased CV is 100·τ̃/mean with τ̃ the mean-matched
+    root (:func:`_mean_matched_tau`): E[√max(0, τ̂²)] at τ̃ equals the observed √max(0, τ̂²).
+    In the same simulations its bias was −7.7 % at clusters of 25–150, −5.5 % at 50–150 and
+    +2.8 % at 150 (√max(0, τ̂²): −14 %, −11.6 %, −1.2 %); at true CV 1.9 % −4 % (−12 %); with
+    no heterogeneity it averaged 1.11 points (√max(0, τ̂²): 1.04), being 0 in 65 % of data
+    sets. D = 10⁴·τ²/mean² is the debiased CV². The inverse-variance (DerSimonian–Laird) τ²
+    estimates a weighted variance instead, and its
     weights, estimated from the same counts, made it biased low by 30–90 % with clusters of 6
     to 25. Its interval: the pooled raw CV √R, R = 10⁴·mean s²(y)/mean², gets the raw CV's
     interval (with √mean R* as the bootstrap world's value, since E[R] = D + N is what the
@@ -360,7 +423,9 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
         raw_cv_ci=_expectation_interval(raw_cv, cv_replicates, _finite_mean(cv_replicates)),
         cluster_metric=cluster_metric,
         cluster_metric_ci=np.array([_quantiles(cluster_replicates[:, c]) for c in range(k)]),
-        debiased_cv=float(100 * np.sqrt(max(tau2, 0.0)) / average(level)),
+        debiased_cv=float(
+            100 * _mean_matched_tau(tau2, average(noise), _noise_df(variance)) / average(level)
+        ),
         debiased_cv_ci=tuple(
             float(np.sqrt(max(0.0, max(bound, 0.0) ** 2 - noise_sq))) for bound in pooled_ci
         ),
