@@ -34,4 +34,3 @@ lint: $(STAMP)
 
 clean:
 	rm -rf results logs .snakemake
-	find benchmarks -mindepth 1 -type d -exec rm -rf {} +

@@ -52,15 +52,15 @@ def cluster_job(args):
     started = time.perf_counter()
     paths = {
         kind: str(directory / f"n{n}_f{fold}_{kind}_{algorithm}.parquet")
-        for kind in ("clusters", "cluster_stats", "cluster_pairs", "cluster_runs")
+        for kind in ("assignments", "cluster_stats", "cluster_pairs", "cluster_runs")
     }
     # One thread per job, as Snakemake runs a `threads: 1` job (OMP/OPENBLAS_NUM_THREADS=1).
     with threadpool_limits(1):
         run_cluster_job(
             features=str(directory / f"n{n}_f{fold}_features.parquet"),
             manifest=str(directory / "manifest.parquet"),
-            out_assignments=paths["clusters"],
-            out_clusters=paths["cluster_stats"],
+            out_assignments=paths["assignments"],
+            out_cluster_stats=paths["cluster_stats"],
             out_pairs=paths["cluster_pairs"],
             out_runs=paths["cluster_runs"],
             n=n,
@@ -125,9 +125,9 @@ def main() -> None:
         ]
         run_summarize_job(
             runs=kinds("cluster_runs"),
-            clusters=kinds("cluster_stats"),
+            cluster_stats=kinds("cluster_stats"),
             pairs=kinds("cluster_pairs"),
-            selected_assignments=kinds("clusters", ["fcm"]),
+            selected_assignments=kinds("assignments", ["fcm"]),
             features=features,
             manifest=str(directory / "manifest.parquet"),
             out={

@@ -297,7 +297,7 @@ def run_cluster_job(
     features: str,
     manifest: str,
     out_assignments: str,
-    out_clusters: str,
+    out_cluster_stats: str,
     out_pairs: str,
     out_runs: str,
     n: int,
@@ -322,7 +322,7 @@ def run_cluster_job(
     result = analyse_fold(table, task=task, normaliser=normaliser, **settings)
     for frame, path in (
         (result.assignments, out_assignments),
-        (result.clusters, out_clusters),
+        (result.clusters, out_cluster_stats),
         (result.pairs, out_pairs),
         (result.runs, out_runs),
     ):

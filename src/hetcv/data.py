@@ -29,6 +29,7 @@ converted to grey by luminance.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +261,54 @@ def source_has_subgroups(source: dict) -> bool:
 
 
 def count_samples(source: dict, seed: int) -> int:
-    """How many samples a source holds, for resolving ``half`` / ``all`` before any job."""
+    """How many samples a source holds, for resolving ``half`` / ``all`` before any job.
+
+    Runs while Snakemake parses the workflow (dry runs and every cluster job included), so it
+    reads no image: the digits' labels, the table's rows, the folder listing, or for ``.npz``
+    the headers of its arrays.
+    """
+    if source["kind"] == "npz":
+        return npz_count(source)
     return len(load_source(source, seed).manifest)
+
+
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shape of every array in an ``.npz`` archive, read from the ``.npy`` headers only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            shapes = {}
+            for member in archive.namelist():
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shapes[member.removesuffix(".npy")] = header(handle)[0]
+            return shapes
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise HetcvError(f"{path}: cannot read as .npz ({error})") from error
+
+
+def npz_count(options: dict) -> int:
+    """Images in the chosen splits of an ``.npz`` source, checked against their labels."""
+    path = Path(options["path"])
+    if not path.is_file():
+        raise HetcvError(f"source.path: file {path} does not exist")
+    shapes = npz_shapes(path)
+    total = 0
+    for split in options.get("splits", list(NPZ_SPLITS)):
+        images, labels = (shapes.get(f"{split}_{kind}") for kind in ("images", "labels"))
+        if images is None or labels is None:
+            missing = f"{split}_images" if images is None else f"{split}_labels"
+            raise HetcvError(f"{path}: array {missing!r} not found (has {', '.join(shapes)})")
+        if labels[0] != images[0]:
+            raise HetcvError(
+                f"{path}: {split}_images has {images[0]} images but {split}_labels {labels[0]}"
+            )
+        total += images[0]
+    return total
 
 
 def read_dicom(path: Path) -> np.ndarray:

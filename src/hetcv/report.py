@@ -14,26 +14,31 @@ from hetcv.verdict import dataset_verdict
 GALLERY_IMAGES = 8
 
 
-def read_summary(directory: str, name: str) -> pd.DataFrame:
-    return pd.read_parquet(f"{directory}/{name}.parquet")
+def read_summaries(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Each declared summary table, by name (``cv``, ``clusters`` …)."""
+    return {name: pd.read_parquet(path) for name, path in paths.items()}
 
 
-def run_tables_job(*, summary: str, out: dict, dataset: str, task: str, selected: dict) -> None:
+def run_tables_job(
+    *, summary: dict[str, str], out: dict, dataset: str, task: str, selected: dict
+) -> None:
+    """``summary`` maps ``cv``, ``clusters`` and ``table1`` to their summary files."""
+    summary = read_summaries(summary)
     caption = f"{dataset}, {selected['algorithm']} with k = {selected['k']}"
     for name, table, title in (
         (
             "table1",
-            tables.table1(read_summary(summary, "table1"), selected),
+            tables.table1(summary["table1"], selected),
             "Table 1: centroid and closest-point Euclidean distances between clusters (PCA space)",
         ),
         (
             "table2",
-            tables.table2(read_summary(summary, "clusters"), selected),
+            tables.table2(summary["clusters"], selected),
             "Table 2: Euclidean distance between each cluster's centroid and its points",
         ),
         (
             "cv",
-            tables.cv_table(read_summary(summary, "cv"), selected, task),
+            tables.cv_table(summary["cv"], selected, task),
             "Raw and debiased coefficient of variation of the cluster metrics, with the tests",
         ),
     ):
@@ -43,24 +48,26 @@ def run_tables_job(*, summary: str, out: dict, dataset: str, task: str, selected
 
 
 def run_figures_job(
-    *, summary: str, out: dict, dataset: str, task: str, selected: dict, style: dict
+    *, summary: dict[str, str], out: dict, dataset: str, task: str, selected: dict, style: dict
 ) -> None:
-    clusters = read_summary(summary, "clusters")
-    cv = read_summary(summary, "cv")
+    """``summary`` maps ``cv``, ``clusters``, ``fold_cv``, ``correlation`` and ``validity``
+    to their summary files."""
+    summary = read_summaries(summary)
+    clusters, cv = summary["clusters"], summary["cv"]
     made = {
         "fig2": figures.figure2(clusters, cv, selected, task, style, dataset),
         "fig3": figures.figure3(clusters, selected, style, dataset),
         "fig4": figures.figure4(cv, selected, style, dataset),
         "fig5": figures.figure5(
             cv,
-            read_summary(summary, "fold_cv"),
-            read_summary(summary, "correlation"),
+            summary["fold_cv"],
+            summary["correlation"],
             selected,
             task,
             style,
             dataset,
         ),
-        "validity": figures.figure_validity(read_summary(summary, "validity"), style, dataset),
+        "validity": figures.figure_validity(summary["validity"], style, dataset),
     }
     for name, figure in made.items():
         figures.save(figure, out[f"{name}_png"], out[f"{name}_pdf"], style)
@@ -171,8 +178,11 @@ def run_subgroups_job(
     )
 
 
-def run_summary_md_job(*, summaries: dict, out: str, datasets: dict, selected: dict) -> None:
-    """``summaries`` maps dataset to its summary folder; ``datasets`` maps it to its task."""
+def run_summary_md_job(
+    *, summaries: dict[str, dict[str, str]], out: str, datasets: dict, selected: dict
+) -> None:
+    """``summaries`` maps dataset to its ``cv``, ``clusters``, ``correlation`` and
+    ``subgroups`` files; ``datasets`` maps it to its task."""
     parts = [
         "# hetcv: heterogeneity verdicts",
         "",
@@ -190,15 +200,13 @@ def run_summary_md_job(*, summaries: dict, out: str, datasets: dict, selected: d
         "the paper); the paper recommends CV < 5 %.",
         "",
     ]
-    for dataset, directory in summaries.items():
+    for dataset, paths in summaries.items():
+        summary = read_summaries(paths)
         parts.append(
             dataset_verdict(
                 dataset,
                 datasets[dataset],
-                read_summary(directory, "cv"),
-                read_summary(directory, "clusters"),
-                read_summary(directory, "correlation"),
-                read_summary(directory, "subgroups"),
+                *(summary[name] for name in ("cv", "clusters", "correlation", "subgroups")),
                 selected,
             )
         )

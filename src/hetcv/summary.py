@@ -372,7 +372,7 @@ def summarize_selected(
 def run_summarize_job(
     *,
     runs: list[str],
-    clusters: list[str],
+    cluster_stats: list[str],
     pairs: list[str],
     selected_assignments: list[str],
     features: list[str],
@@ -402,7 +402,7 @@ def run_summarize_job(
     chosen = chosen[chosen["k"] == selected["k"]]
     cv, cluster_table = summarize_selected(
         cv_summary(all_runs),
-        cluster_summary(read_all(clusters), task),
+        cluster_summary(read_all(cluster_stats), task),
         chosen,
         held_out,
         np.unique(targets) if task == "classification" else np.array([]),

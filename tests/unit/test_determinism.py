@@ -25,7 +25,7 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
     for attempt, seed in (("first", 11), ("again", 11), ("other", 12)):
         paths = {
             name: tmp_path / f"{attempt}_{name}.parquet"
-            for name in ("assignments", "clusters", "pairs", "runs")
+            for name in ("assignments", "cluster_stats", "pairs", "runs")
         }
         run_cluster_job(
             features=str(features),

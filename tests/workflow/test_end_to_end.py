@@ -95,7 +95,7 @@ def test_regression_features_carry_squared_errors(tiny_study):
 
 
 def test_train_jobs_are_benchmarked(tiny_study):
-    tables = list((tiny_study / "benchmarks/train").rglob("*.tsv"))
+    tables = list((tiny_study / "logs/benchmarks/train").rglob("*.tsv"))
     assert len(tables) == 4 + 2
     assert all(pd.read_csv(t, sep="\t")["s"].iloc[0] > 0 for t in tables)
 

@@ -32,3 +32,11 @@ def test_snakemake_lint_is_clean(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_each_path_is_written_once_and_common_smk_stays_small():
+    rules = PROJECT / "workflow/rules"
+    text = "".join(path.read_text() for path in sorted(rules.glob("*.smk")))
+    assert text.count("manifest.parquet") == 1
+    assert text.count("features.parquet") == 1
+    assert len((rules / "common.smk").read_text().splitlines()) <= 160

@@ -1,10 +1,15 @@
 """The shipped study files plan the jobs they promise (dry runs: nothing is trained)."""
 
+import copy
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
-from conftest import PROJECT, job_counts, make_workdir, snakemake, write_config
+from conftest import PROJECT, TINY_STUDY, job_counts, make_workdir, snakemake, write_config
 
 
 def with_placeholders_replaced(value, root: Path):
@@ -126,3 +131,47 @@ def test_validate_writes_the_table_the_calibration_and_the_figure(tmp_path):
     assert 0 <= calibration["false_positive_rate"].iloc[0] <= 0.2
     assert (out / "figure.png").stat().st_size > 10_000 and (out / "figure.pdf").exists()
     assert "| rare 10%" in (out / "summary.md").read_text()
+
+
+def test_a_dry_run_reads_no_image_of_a_50000_image_npz(tmp_path):
+    # 50,000 images of 128 × 128: 819 MB once loaded, a few MB on disk (zeros compress).
+    source = tmp_path / "large.npz"
+    np.savez_compressed(
+        source,
+        train_images=np.zeros((50_000, 128, 128), np.uint8),
+        train_labels=np.arange(50_000).reshape(-1, 1) % 2,
+    )
+    study = copy.deepcopy(TINY_STUDY)
+    study["datasets"] = {
+        "large": {
+            **TINY_STUDY["datasets"]["udigits"],
+            "source": {"kind": "npz", "path": str(source), "splits": ["train"]},
+            "sample_sizes": [1000, "half", "all"],
+        }
+    }
+    workdir = make_workdir(tmp_path / "study")
+    config = write_config(workdir / "large.yaml", study)
+    # Peak memory of the Snakemake process alone: a fresh parent whose only child it is.
+    measure = (
+        "import resource, subprocess, sys; "
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(done.stdout + done.stderr); "
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+        "sys.exit(done.returncode)"
+    )
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", measure, sys.executable, "-m", "snakemake", "--cores", "1"]
+        + ["--configfile", str(config), "--dry-run"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    peak_mb = int(result.stdout.rsplit("MAXRSS_KB", 1)[1]) / 1024
+    print(f"\ndry run of a 50,000-image .npz study: {seconds:.1f} s, peak {peak_mb:.0f} MB")
+    assert job_counts(result.stdout)["train"] == 3 * 2
+    assert "n25000" in result.stdout and "n50000" in result.stdout
+    assert peak_mb < 819 / 2

@@ -1,64 +1,59 @@
 rule cluster:
     input:
-        features="results/{dataset}/n{n}/fold{fold}/features.parquet",
-        manifest="results/{dataset}/data/manifest.parquet",
+        features=rules.train.output.features,
+        manifest=rules.prepare.output.manifest,
     output:
-        assignments="results/{dataset}/n{n}/fold{fold}/clusters_{algorithm}.parquet",
-        clusters="results/{dataset}/n{n}/fold{fold}/cluster_stats_{algorithm}.parquet",
-        pairs="results/{dataset}/n{n}/fold{fold}/cluster_pairs_{algorithm}.parquet",
-        runs="results/{dataset}/n{n}/fold{fold}/cluster_runs_{algorithm}.parquet",
+        assignments=PATHS["assignments"],
+        cluster_stats=PATHS["cluster_stats"],
+        pairs=PATHS["cluster_pairs"],
+        runs=PATHS["cluster_runs"],
     log:
         "logs/cluster/{dataset}/n{n}/fold{fold}/{algorithm}.log",
     benchmark:
-        "benchmarks/cluster/{dataset}/n{n}/fold{fold}/{algorithm}.tsv"
+        "logs/benchmarks/cluster/{dataset}/n{n}/fold{fold}/{algorithm}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        cluster=cluster_params,
+        cluster=params_of("cluster"),
     script:
         "../scripts/cluster.py"
 
 
 rule summarize:
     input:
-        runs=dataset_cluster_outputs("cluster_runs"),
-        clusters=dataset_cluster_outputs("cluster_stats"),
-        pairs=dataset_cluster_outputs("cluster_pairs"),
-        selected_assignments=dataset_cluster_outputs(
-            "clusters", [config["clustering"]["selected"]["algorithm"]]
-        ),
-        features=dataset_features,
-        manifest="results/{dataset}/data/manifest.parquet",
+        runs=fold_files("cluster_runs"),
+        cluster_stats=fold_files("cluster_stats"),
+        pairs=fold_files("cluster_pairs"),
+        selected_assignments=fold_files("assignments", [STUDY.selected["algorithm"]]),
+        features=fold_files("features"),
+        manifest=rules.prepare.output.manifest,
     output:
-        **{
-            table: f"results/{{dataset}}/summary/{table}.parquet"
-            for table in SUMMARY_TABLES
-        },
+        **summary_tables(*SUMMARY_TABLES),
     log:
         "logs/summarize/{dataset}.log",
     benchmark:
-        "benchmarks/summarize/{dataset}.tsv"
+        "logs/benchmarks/summarize/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        summarize=summarize_params,
+        summarize=params_of("summarize"),
     script:
         "../scripts/summarize.py"
 
 
 rule subgroup_variants:
     input:
-        features=dataset_features,
-        manifest="results/{dataset}/data/manifest.parquet",
+        features=fold_files("features"),
+        manifest=rules.prepare.output.manifest,
     output:
-        variants="results/{dataset}/summary/subgroup_variants.parquet",
+        variants=PATHS["variants"],
     log:
         "logs/subgroup_variants/{dataset}.log",
     benchmark:
-        "benchmarks/subgroup_variants/{dataset}.tsv"
+        "logs/benchmarks/subgroup_variants/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        variants=variants_params,
+        variants=params_of("subgroup_variants"),
     script:
         "../scripts/subgroup_variants.py"

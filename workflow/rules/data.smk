@@ -2,32 +2,32 @@ rule prepare:
     input:
         unpack(source_inputs),
     output:
-        images="results/{dataset}/data/images.npy",
-        manifest="results/{dataset}/data/manifest.parquet",
+        images=PATHS["images"],
+        manifest=PATHS["manifest"],
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
-        "benchmarks/prepare/{dataset}.tsv"
+        "logs/benchmarks/prepare/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        prepare=prepare_params,
+        prepare=params_of("prepare"),
     script:
         "../scripts/prepare.py"
 
 
 rule split:
     input:
-        manifest="results/{dataset}/data/manifest.parquet",
+        manifest=rules.prepare.output.manifest,
     output:
-        split="results/{dataset}/splits/n{n}.parquet",
+        split=PATHS["split"],
     log:
         "logs/split/{dataset}/n{n}.log",
     benchmark:
-        "benchmarks/split/{dataset}/n{n}.tsv"
+        "logs/benchmarks/split/{dataset}/n{n}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        split=split_params,
+        split=params_of("split"),
     script:
         "../scripts/split.py"

@@ -9,104 +9,98 @@ localrules:
 
 rule tables:
     input:
-        **summary_inputs("cv", "clusters", "table1"),
+        **summary_tables("cv", "clusters", "table1"),
     output:
-        **registered(table_paths(), "Tables"),
+        **registered(output_files("table", TABLES), "Tables"),
     log:
         "logs/tables/{dataset}.log",
     benchmark:
-        "benchmarks/tables/{dataset}.tsv"
+        "logs/benchmarks/tables/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
-        tables=tables_params,
+        tables=params_of("tables"),
     script:
         "../scripts/tables.py"
 
 
 rule figures:
     input:
-        **summary_inputs("cv", "clusters", "fold_cv", "correlation", "validity"),
+        **summary_tables("cv", "clusters", "fold_cv", "correlation", "validity"),
     output:
-        **registered(figure_paths(FIGURES), "Figures"),
+        **registered(output_files("figure", FIGURES), "Figures"),
     log:
         "logs/figures/{dataset}.log",
     benchmark:
-        "benchmarks/figures/{dataset}.tsv"
+        "logs/benchmarks/figures/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
-        figures=figures_params,
+        figures=params_of("figures"),
     script:
         "../scripts/figures.py"
 
 
 rule export_clusters:
     input:
-        assignments=dataset_cluster_outputs(
-            "clusters", [config["clustering"]["selected"]["algorithm"]]
-        ),
-        features=dataset_features,
+        assignments=fold_files("assignments", [STUDY.selected["algorithm"]]),
+        features=fold_files("features"),
     output:
-        export="results/{dataset}/clusters_per_sample.csv",
+        export=PATHS["export"],
     log:
         "logs/export_clusters/{dataset}.log",
     benchmark:
-        "benchmarks/export_clusters/{dataset}.tsv"
+        "logs/benchmarks/export_clusters/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        export=export_params,
+        export=params_of("export_clusters"),
     script:
         "../scripts/export_clusters.py"
 
 
 rule cluster_pictures:
     input:
-        export="results/{dataset}/clusters_per_sample.csv",
+        export=rules.export_clusters.output.export,
         first_folds=first_fold_features,
-        images="results/{dataset}/data/images.npy",
-        manifest="results/{dataset}/data/manifest.parquet",
-        clusters="results/{dataset}/summary/clusters.parquet",
+        images=rules.prepare.output.images,
+        manifest=rules.prepare.output.manifest,
+        clusters=rules.summarize.output.clusters,
     output:
-        **registered(figure_paths(PICTURES), "Cluster pictures"),
+        **registered(output_files("figure", PICTURES), "Cluster pictures"),
     log:
         "logs/cluster_pictures/{dataset}.log",
     benchmark:
-        "benchmarks/cluster_pictures/{dataset}.tsv"
+        "logs/benchmarks/cluster_pictures/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
-        pictures=pictures_params,
+        pictures=params_of("cluster_pictures"),
     script:
         "../scripts/cluster_pictures.py"
 
 
 rule subgroup_heatmap:
     input:
-        export="results/{dataset}/clusters_per_sample.csv",
-        manifest="results/{dataset}/data/manifest.parquet",
+        export=rules.export_clusters.output.export,
+        manifest=rules.prepare.output.manifest,
     output:
-        **registered(figure_paths(["subgroups"]), "Cluster pictures"),
+        **registered(output_files("figure", ["subgroups"]), "Cluster pictures"),
     log:
         "logs/subgroup_heatmap/{dataset}.log",
     benchmark:
-        "benchmarks/subgroup_heatmap/{dataset}.tsv"
+        "logs/benchmarks/subgroup_heatmap/{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
-        figures=figures_params,
+        figures=params_of("subgroup_heatmap"),
     script:
         "../scripts/subgroup_heatmap.py"
 
 
 rule summary_md:
     input:
-        expand(
-            "results/{dataset}/summary/{table}.parquet",
-            dataset=DATASETS,
-            table=["cv", "clusters", "correlation", "subgroups"],
-        ),
+        unpack(summary_md_inputs),
     output:
         summary=report(
             "results/summary.md", caption="../report/summary.rst", category="Summary"
@@ -114,10 +108,10 @@ rule summary_md:
     log:
         "logs/summary_md.log",
     benchmark:
-        "benchmarks/summary_md.tsv"
+        "logs/benchmarks/summary_md.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
-        summary=summary_md_params,
+        summary=params_of("summary_md"),
     script:
         "../scripts/summary_md.py"

@@ -2,13 +2,13 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/{dataset}/n{n}/fold{fold}/model.pt",
-        features="results/{dataset}/n{n}/fold{fold}/features.parquet",
-        history="results/{dataset}/n{n}/fold{fold}/history.csv",
+        model=PATHS["model"],
+        features=PATHS["features"],
+        history=PATHS["history"],
     log:
         "logs/train/{dataset}/n{n}/fold{fold}.log",
     benchmark:
-        "benchmarks/train/{dataset}/n{n}/fold{fold}.tsv"
+        "logs/benchmarks/train/{dataset}/n{n}/fold{fold}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -17,6 +17,6 @@ rule train:
         mem_mb=8000,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
-        train=train_params,
+        train=params_of("train"),
     script:
         "../scripts/train.py"

@@ -8,11 +8,11 @@ rule validation:
     log:
         "logs/validation/table.log",
     benchmark:
-        "benchmarks/validation/table.tsv"
+        "logs/benchmarks/validation/table.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        validation=validation_params,
+        validation=params_of("validation"),
     script:
         "../scripts/validation.py"
 
@@ -26,11 +26,11 @@ rule validation_figure:
     log:
         "logs/validation/figure.log",
     benchmark:
-        "benchmarks/validation/figure.tsv"
+        "logs/benchmarks/validation/figure.tsv"
     conda:
         "../../envs/plots.yaml"
     params:
-        figure=validation_figure_params,
+        figure=params_of("validation_figure"),
     script:
         "../scripts/validation_figure.py"
 

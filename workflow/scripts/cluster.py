@@ -12,7 +12,7 @@ with one_line_errors():
         features=snakemake.input.features,
         manifest=snakemake.input.manifest,
         out_assignments=snakemake.output.assignments,
-        out_clusters=snakemake.output.clusters,
+        out_cluster_stats=snakemake.output.cluster_stats,
         out_pairs=snakemake.output.pairs,
         out_runs=snakemake.output.runs,
         n=int(snakemake.wildcards.n),

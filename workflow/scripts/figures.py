@@ -2,7 +2,6 @@
 
 import json
 import logging
-from pathlib import Path
 
 from hetcv.errors import one_line_errors
 from hetcv.report import run_figures_job
@@ -10,7 +9,7 @@ from hetcv.report import run_figures_job
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)
 with one_line_errors():
     run_figures_job(
-        summary=str(Path(snakemake.input.cv).parent),
+        summary=dict(snakemake.input.items()),
         out=dict(snakemake.output.items()),
         **json.loads(snakemake.params.figures),
     )

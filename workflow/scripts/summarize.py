@@ -10,7 +10,7 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)
 with one_line_errors():
     run_summarize_job(
         runs=list(snakemake.input.runs),
-        clusters=list(snakemake.input.clusters),
+        cluster_stats=list(snakemake.input.cluster_stats),
         pairs=list(snakemake.input.pairs),
         selected_assignments=list(snakemake.input.selected_assignments),
         features=list(snakemake.input.features),

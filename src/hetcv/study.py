@@ -1,0 +1,297 @@
+"""The study a config describes: checked once, sample sizes resolved, each rule's params.
+
+:func:`resolve_study` is what the workflow calls while Snakemake parses it, so it reads no
+image data: sample counts come from the source's table, folder listing or ``.npz`` headers
+(:func:`hetcv.data.count_samples`). :func:`rule_params` gives each rule the config slice that
+affects its result, as canonical JSON, so that Snakemake re-runs exactly what a change touches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hetcv.config import checked_config
+from hetcv.data import PLANTED_VARIANTS, count_samples
+from hetcv.errors import HetcvError
+from hetcv.seeding import derive_seed
+from hetcv.splits import resolve_sample_sizes
+
+BUILT_IN_WEIGHTS = ("none", "imagenet")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A checked config with its resolved sample sizes (ascending, per dataset)."""
+
+    config: dict
+    sample_sizes: dict[str, list[int]]
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.config["datasets"])
+
+    @property
+    def algorithms(self) -> list[str]:
+        return self.config["clustering"]["algorithms"]
+
+    @property
+    def selected(self) -> dict:
+        return self.config["clustering"]["selected"]
+
+    def dataset(self, name: str) -> dict:
+        return self.config["datasets"][name]
+
+    def folds(self, name: str) -> range:
+        return range(self.dataset(name)["folds"])
+
+    def weights_file(self, name: str) -> str | None:
+        """The checkpoint file a dataset's training starts from, if it names one."""
+        pretrained = self.dataset(name)["pretrained"]
+        return None if pretrained in BUILT_IN_WEIGHTS else pretrained
+
+    def planted_datasets(self) -> list[str]:
+        """The datasets of the planted-subgroup benchmark (digits with a known group)."""
+        names = [
+            name
+            for name in self.datasets
+            if self.dataset(name)["source"].get("variant") in PLANTED_VARIANTS
+        ]
+        if not names:
+            raise HetcvError(
+                "validate: no dataset has source.variant rare, noisy or balanced "
+                "(run it with --configfile config/validation.yaml)"
+            )
+        return names
+
+
+def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
+    """Check a config once and resolve its sample sizes.
+
+    Parameters
+    ----------
+    config : dict
+        The workflow config (``config/config.yaml`` or a ``--configfile``).
+    schema_path : path
+        ``workflow/schemas/config.schema.yaml``.
+
+    Returns
+    -------
+    Study
+        Holding a copy of the config with the schema's defaults filled in. Raises
+        :class:`HetcvError` with one line naming the key on any problem.
+    """
+    config = checked_config(config, schema_path)
+    sizes = {}
+    for name, settings in sorted(config["datasets"].items()):
+        pretrained = settings["pretrained"]
+        if pretrained not in BUILT_IN_WEIGHTS and not Path(pretrained).is_file():
+            raise HetcvError(
+                f"datasets.{name}.pretrained: checkpoint file {pretrained} does not exist"
+            )
+        sizes[name] = _sample_sizes(name, settings, config["seed"])
+    study = Study(config, sizes)
+    _check_clustering(study)
+    return study
+
+
+def _sample_sizes(name: str, settings: dict, seed: int) -> list[int]:
+    try:
+        total = count_samples(settings["source"], seed)
+        return resolve_sample_sizes(
+            settings["sample_sizes"], total, settings["folds"], key=f"datasets.{name}.sample_sizes"
+        )
+    except HetcvError as error:
+        message = str(error)
+        # Source errors name their key from `source`; say which dataset it belongs to.
+        raise HetcvError(
+            f"datasets.{name}.{message}" if message.startswith("source.") else message
+        ) from None
+
+
+def _check_clustering(study: Study) -> None:
+    clustering = study.config["clustering"]
+    selected = study.selected
+    if selected["algorithm"] not in clustering["algorithms"]:
+        raise HetcvError(
+            f"clustering.selected.algorithm: {selected['algorithm']} is not in "
+            f"clustering.algorithms {clustering['algorithms']}"
+        )
+    if selected["k"] not in clustering["k"]:
+        raise HetcvError(
+            f"clustering.selected.k: {selected['k']} is not in clustering.k {clustering['k']}"
+        )
+    for name in study.datasets:
+        task = study.dataset(name)["task"]
+        if clustering["within"] == "class" and task != "classification":
+            raise HetcvError(
+                f"clustering.within: 'class' needs a classification task; "
+                f"datasets.{name}.task is {task}"
+            )
+        smallest = study.sample_sizes[name][0]
+        smallest_fold = smallest // study.dataset(name)["folds"]
+        if max(clustering["k"]) >= smallest_fold:
+            raise HetcvError(
+                f"clustering.k: k={max(clustering['k'])} is not smaller than the smallest "
+                f"held-out fold of datasets.{name} ({smallest_fold} samples at n={smallest})"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Each rule's params: the config slice that affects its result, and nothing else.
+
+
+def rule_params(study: Study, rule: str, wildcards) -> str:
+    """Canonical JSON of ``rule``'s params for one job (Snakemake compares params as text).
+
+    Parameters
+    ----------
+    study : Study
+    rule : str
+        A key of :data:`PARAMS`.
+    wildcards : object
+        The job's wildcards (attributes ``dataset``, ``n``, ``fold``, ``algorithm`` as the rule
+        has them).
+
+    Returns
+    -------
+    str
+        ``json.dumps(..., sort_keys=True)`` of the slice.
+    """
+    return json.dumps(PARAMS[rule](study, wildcards), sort_keys=True)
+
+
+def _job_seed(study: Study, wildcards) -> int:
+    return derive_seed(study.config["seed"], wildcards.dataset, wildcards.n, wildcards.fold)
+
+
+def _metric(study: Study, name: str) -> dict:
+    """The metric slice: the normaliser matters for regression only."""
+    task = study.dataset(name)["task"]
+    normalizer = study.config["metric"]["nrmse_normalizer"] if task == "regression" else None
+    return {"task": task, "nrmse_normalizer": normalizer}
+
+
+def _prepare(study: Study, w) -> dict:
+    settings = study.dataset(w.dataset)
+    return {
+        "source": settings["source"],
+        "task": settings["task"],
+        "image_size": settings["image_size"],
+        "seed": study.config["seed"],
+    }
+
+
+def _split(study: Study, w) -> dict:
+    settings = study.dataset(w.dataset)
+    return {"task": settings["task"], "folds": settings["folds"], "seed": study.config["seed"]}
+
+
+def _train(study: Study, w) -> dict:
+    settings = study.dataset(w.dataset)
+    return {
+        "task": settings["task"],
+        "model": settings["model"],
+        "pretrained": settings["pretrained"],
+        **settings["train"],
+        "seed": _job_seed(study, w),
+    }
+
+
+def _cluster(study: Study, w) -> dict:
+    clustering = study.config["clustering"]
+    return {
+        **_metric(study, w.dataset),
+        "algorithm": w.algorithm,
+        "k": sorted(clustering["k"]),
+        **{key: clustering[key] for key in ("repeats", "pca_components", "within")},
+        **{key: clustering[key] for key in ("error_aware", "null_permutations")},
+        "fcm": clustering["fcm"] if w.algorithm == "fcm" else None,
+        "seed": _job_seed(study, w),
+    }
+
+
+def _summarize(study: Study, w) -> dict:
+    clustering = study.config["clustering"]
+    return {
+        **_metric(study, w.dataset),
+        **{key: clustering[key] for key in ("selected", "within", "error_aware", "bootstrap")},
+        "null_permutations": clustering["null_permutations"],
+        "seed": derive_seed(study.config["seed"], w.dataset, "summary"),
+    }
+
+
+def _variants(study: Study, w) -> dict:
+    clustering = study.config["clustering"]
+    return {
+        **_metric(study, w.dataset),
+        **study.selected,
+        **{key: clustering[key] for key in ("repeats", "pca_components", "fcm")},
+        "seed": derive_seed(study.config["seed"], w.dataset, "variants"),
+    }
+
+
+def _reporting(study: Study, w) -> dict:
+    return {
+        "dataset": w.dataset,
+        "task": study.dataset(w.dataset)["task"],
+        "selected": study.selected,
+    }
+
+
+def _figures(study: Study, w) -> dict:
+    return {**_reporting(study, w), "style": study.config["report"]}
+
+
+def _export(study: Study, w) -> dict:
+    return {"task": study.dataset(w.dataset)["task"], "selected": study.selected}
+
+
+def _pictures(study: Study, w) -> dict:
+    return {
+        **_figures(study, w),
+        "pca_components": study.config["clustering"]["pca_components"],
+        "seed": derive_seed(study.config["seed"], w.dataset, "pictures"),
+    }
+
+
+def _summary_md(study: Study, w) -> dict:
+    return {
+        "selected": study.selected,
+        "datasets": {name: study.dataset(name)["task"] for name in study.datasets},
+    }
+
+
+def _validation(study: Study, w) -> dict:
+    planted = study.planted_datasets()
+    return {
+        "settings": {name: study.dataset(name)["source"] for name in planted},
+        "selected": study.selected,
+        "replicates": study.config["validation"]["calibration_replicates"],
+        "permutations": study.config["clustering"]["null_permutations"],
+        "seed": derive_seed(study.config["seed"], "validation"),
+    }
+
+
+def _style(study: Study, w) -> dict:
+    return {"style": study.config["report"]}
+
+
+PARAMS = {
+    "prepare": _prepare,
+    "split": _split,
+    "train": _train,
+    "cluster": _cluster,
+    "summarize": _summarize,
+    "subgroup_variants": _variants,
+    "tables": _reporting,
+    "figures": _figures,
+    "subgroup_heatmap": _figures,
+    "export_clusters": _export,
+    "cluster_pictures": _pictures,
+    "summary_md": _summary_md,
+    "validation": _validation,
+    "validation_figure": _style,
+}

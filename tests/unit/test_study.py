@@ -1,0 +1,177 @@
+"""The study module: one check per rule of the config, sizes resolved, params sliced."""
+
+import copy
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import PROJECT, TINY_STUDY
+
+from hetcv.data import count_samples, npz_shapes
+from hetcv.errors import HetcvError
+from hetcv.study import PARAMS, resolve_study, rule_params
+
+SCHEMA = PROJECT / "workflow/schemas/config.schema.yaml"
+JOB = SimpleNamespace(dataset="udigits", n="200", fold="1", algorithm="fcm")
+
+
+def resolved(change=lambda study: None):
+    study = copy.deepcopy(TINY_STUDY)
+    change(study)
+    return resolve_study(study, SCHEMA)
+
+
+def test_the_tiny_study_resolves_with_the_schema_defaults():
+    study = resolved()
+    assert study.config["report"] == {
+        "dpi": 150,
+        "width": 6.4,
+        "height": 4.2,
+        "palette": "colorblind",
+    }
+    assert study.config["validation"] == {"calibration_replicates": 200}
+    assert "report" not in TINY_STUDY
+    assert study.datasets == ["digitvalue", "udigits"]
+    assert study.sample_sizes == {"digitvalue": [100], "udigits": [200, 400]}
+    assert list(study.folds("udigits")) == [0, 1]
+    assert study.weights_file("udigits") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda s: (
+                s["clustering"]["selected"].update(algorithm="gmm", k=3)
+                or s["clustering"].update(algorithms=["kmeans", "fcm"])
+            ),
+            "clustering.selected.algorithm: gmm is not in clustering.algorithms",
+        ),
+        (
+            lambda s: s["clustering"]["selected"].update(k=5),
+            "clustering.selected.k: 5 is not in clustering.k [2, 3, 4]",
+        ),
+        (
+            lambda s: s["clustering"].update(within="class"),
+            "clustering.within: 'class' needs a classification task; "
+            "datasets.digitvalue.task is regression",
+        ),
+        (
+            lambda s: s["clustering"].update(k=[2, 3, 4, 50]),
+            "clustering.k: k=50 is not smaller than the smallest held-out fold of "
+            "datasets.digitvalue (50 samples at n=100)",
+        ),
+        (
+            lambda s: s["datasets"]["udigits"].update(pretrained="no/such.pth"),
+            "datasets.udigits.pretrained: checkpoint file no/such.pth does not exist",
+        ),
+        (
+            lambda s: s["datasets"]["udigits"].update(
+                source={"kind": "csv", "csv": "no/t.csv", "images": ".", "id_column": "id"}
+                | {"target_column": "y"}
+            ),
+            "datasets.udigits.source.csv: table no/t.csv does not exist",
+        ),
+        (
+            lambda s: s["datasets"]["udigits"].update(folds="two"),
+            "config key datasets.udigits.folds: 'two' is not of type 'integer'",
+        ),
+    ],
+)
+def test_each_semantic_check_names_its_key_on_one_line(change, message):
+    with pytest.raises(HetcvError) as raised:
+        resolved(change)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_planted_datasets_need_a_planted_variant():
+    with pytest.raises(HetcvError, match="validate: no dataset has source.variant"):
+        resolved().planted_datasets()
+    planted = resolved(
+        lambda s: s["datasets"]["udigits"].update(
+            source={"kind": "digits", "variant": "rare", "prevalence": 0.05}
+        )
+    )
+    assert planted.planted_datasets() == ["udigits"]
+
+
+def params_of(study, rule, job=JOB):
+    return json.loads(rule_params(study, rule, job))
+
+
+def test_params_hold_the_slice_that_changes_a_result():
+    base = resolved()
+    cluster = params_of(base, "cluster")
+    assert cluster["fcm"] == TINY_STUDY["clustering"]["fcm"] and cluster["task"] == "classification"
+    assert (
+        params_of(base, "cluster", SimpleNamespace(**{**vars(JOB), "algorithm": "gmm"}))["fcm"]
+        is None
+    )
+    assert params_of(base, "train")["epochs"] == 3
+    # Each change reaches exactly the rules whose results depend on it.
+    changes = {
+        "epochs": lambda s: s["datasets"]["udigits"]["train"].update(epochs=4),
+        "repeats": lambda s: s["clustering"].update(repeats=5),
+        "style": lambda s: s.setdefault("report", {}).update(dpi=72),
+        "bootstrap": lambda s: s["clustering"].update(bootstrap=300),
+    }
+    touched = {
+        "epochs": {"train"},
+        "repeats": {"cluster", "subgroup_variants"},
+        "style": {"figures", "subgroup_heatmap", "cluster_pictures", "validation_figure"},
+        "bootstrap": {"summarize"},
+    }
+    study_rules = [rule for rule in PARAMS if rule != "validation"]
+    for name, change in changes.items():
+        changed = resolved(change)
+        differs = {
+            rule
+            for rule in study_rules
+            if rule_params(base, rule, JOB) != rule_params(changed, rule, JOB)
+        }
+        assert differs == touched[name], name
+
+
+def test_params_are_canonical_json():
+    text = rule_params(resolved(), "summarize", JOB)
+    assert text == json.dumps(json.loads(text), sort_keys=True)
+
+
+def write_npz(path, sizes, label_sizes=None):
+    arrays = {}
+    for (split, n), labels in zip(sizes.items(), label_sizes or sizes.values(), strict=True):
+        arrays[f"{split}_images"] = np.zeros((n, 4, 4, 3), np.uint8)
+        arrays[f"{split}_labels"] = np.zeros((labels, 1), np.int64)
+    np.savez(path, **arrays)
+
+
+def test_npz_samples_are_counted_from_the_headers(tmp_path):
+    path = tmp_path / "images.npz"
+    write_npz(path, {"train": 7, "val": 2, "test": 3})
+    assert npz_shapes(path)["train_images"] == (7, 4, 4, 3)
+    source = {"kind": "npz", "path": str(path)}
+    assert count_samples(source, 0) == 12
+    assert count_samples({**source, "splits": ["train", "test"]}, 0) == 10
+
+
+@pytest.mark.parametrize(
+    ("sizes", "labels", "message"),
+    [
+        ({"train": 4, "val": 2}, [4, 3], "val_images has 2 images but val_labels 3"),
+        ({"train": 4}, None, "array 'val_images' not found (has train_images, train_labels)"),
+    ],
+)
+def test_npz_count_errors_name_the_file(tmp_path, sizes, labels, message):
+    path = tmp_path / "images.npz"
+    write_npz(path, sizes, labels)
+    with pytest.raises(HetcvError) as raised:
+        count_samples({"kind": "npz", "path": str(path), "splits": ["train", "val"]}, 0)
+    assert str(raised.value) == f"{path}: {message}"
+
+
+def test_a_file_that_is_not_an_npz_is_one_error(tmp_path):
+    path = tmp_path / "images.npz"
+    path.write_text("not a zip")
+    with pytest.raises(HetcvError, match=r"images.npz: cannot read as .npz"):
+        count_samples({"kind": "npz", "path": str(path)}, 0)
