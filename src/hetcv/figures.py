@@ -7,20 +7,16 @@ panel) and ``palette`` (a seaborn palette name).
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from hetcv.io import atomic_path  # noqa: E402
-from hetcv.tables import select  # noqa: E402
-from hetcv.validation import NULL_SETTING  # noqa: E402
+from hetcv.data import NULL_SETTING
+from hetcv.io import atomic_path
+from hetcv.stats import PAPER_CV_GUIDELINE
+from hetcv.tables import select
 
 # Clinical-chemistry guide for CV (Cui 1989, quoted by the paper) and the paper's own line.
 CV_BANDS = (
@@ -29,7 +25,6 @@ CV_BANDS = (
     (20, 30, "acceptable", "#fde0c5"),
     (30, None, "not acceptable", "#f4c7c3"),
 )
-PAPER_CV_LINE = 5.0
 VALIDITY_PANELS = {
     "sse": "Within-cluster SSE (elbow)",
     "silhouette": "Silhouette (higher is better)",
@@ -40,29 +35,26 @@ VALIDITY_PANELS = {
 }
 
 
-def new_figure(style: dict, columns: int = 1, rows: int = 1, **kwargs):
+def new_figure(style: dict, columns: int = 1, rows: int = 1):
+    """A figure and its (rows, columns) axes. Figures are made without pyplot, so no backend
+    is chosen or needed, and none stays registered after it is saved."""
     sns.set_theme(style="whitegrid", context="notebook")
-    return plt.subplots(
-        rows,
-        columns,
-        figsize=(style["width"] * columns, style["height"] * rows),
-        squeeze=False,
-        **kwargs,
-    )
+    figure = Figure(figsize=(style["width"] * columns, style["height"] * rows))
+    return figure, figure.subplots(rows, columns, squeeze=False)
 
 
 def save(figure: Figure, png: str, pdf: str, style: dict) -> None:
-    """Write the figure as PNG (at ``style['dpi']``) and PDF, atomically, and close it."""
+    """Write the figure as PNG (at ``style['dpi']``) and PDF, atomically."""
     for path, options in ((png, {"dpi": style["dpi"]}), (pdf, {})):
         with atomic_path(path) as temporary:
             figure.savefig(
                 temporary, format=str(path).rsplit(".", 1)[1], bbox_inches="tight", **options
             )
-    plt.close(figure)
 
 
 def metric_label(task: str) -> str:
-    return "test accuracy" if task == "classification" else "test error (NRMSE)"
+    """The plotted axis: accuracy, or for regression the paper's error NRMSE = 1 − metric."""
+    return "test accuracy" if task == "classification" else "test NRMSE (1 − metric)"
 
 
 def as_plotted(values, task: str):
@@ -183,7 +175,11 @@ def figure4(cv, selected, style, dataset) -> Figure:
             low, high if high is not None else top, color=colour, zorder=0, label=f"CV {label}"
         )
     axis.axhline(
-        PAPER_CV_LINE, color="black", linestyle="--", linewidth=1, label="paper's 5 % guideline"
+        PAPER_CV_GUIDELINE,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label="paper's 5 % guideline",
     )
     axis.fill_between(
         x,
@@ -341,12 +337,8 @@ def figure_gallery(rows: list[dict], style, dataset, n: int) -> Figure:
     "worst": [images]}``, images as 2-D uint8 (grey) or ``(3, H, W)`` arrays.
     """
     per_side = max(max(len(r["typical"]), len(r["worst"])) for r in rows)
-    figure, axes = plt.subplots(
-        len(rows),
-        2 * per_side + 1,
-        figsize=(0.9 * (2 * per_side + 1), 1.1 * len(rows) + 0.6),
-        squeeze=False,
-    )
+    figure = Figure(figsize=(0.9 * (2 * per_side + 1), 1.1 * len(rows) + 0.6))
+    axes = figure.subplots(len(rows), 2 * per_side + 1, squeeze=False)
     for row_axes, row in zip(axes, rows, strict=True):
         for axis in row_axes:
             axis.axis("off")

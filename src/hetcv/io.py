@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
@@ -33,9 +32,3 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_path(path) as temporary:
         frame.to_csv(temporary, index=False)
-
-
-def write_npy(array: np.ndarray, path: str | os.PathLike) -> None:
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as handle:
-            np.save(handle, array)

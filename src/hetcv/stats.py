@@ -18,6 +18,7 @@ from hetcv.errors import HetcvError
 
 SIGNIFICANCE = 0.05
 SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
+PAPER_CV_GUIDELINE = 5.0  # the paper's "CV below 5 %", in %
 METRIC_LABEL = {"classification": "accuracy", "regression": "1 − NRMSE"}
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hetcv.data import NULL_SETTING
 from hetcv.heterogeneity import FoldPartitions, SampleSize, excess_cv, permutation_null
 from hetcv.seeding import derive_seed
 from hetcv.stats import SIGNIFICANCE, cluster_metrics
@@ -44,7 +45,6 @@ TEST_COLUMNS = [
     "p_holm_calibrated",
 ]
 RECOVERY = ["precision_at_10", "precision_at_25", "auroc", "lift", "precision", "recall"]
-NULL_SETTING = "nothing planted"  # the balanced setting (not "null": CSV readers take it for NaN)
 
 
 def setting_label(source: dict) -> str:

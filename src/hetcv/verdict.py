@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hetcv.stats import METRIC_LABEL
+from hetcv.stats import METRIC_LABEL, PAPER_CV_GUIDELINE
 from hetcv.tables import heterogeneity_reading, select
 
-PAPER_CV_GUIDELINE = 5.0  # the paper's "CV below 5 %"
 CORRELATION_LEVELS = {
     "sample_size": "raw CV, over the sample sizes",
     "sample_size_debiased": "debiased CV, over the sample sizes",
