@@ -176,13 +176,15 @@ def _cochran_q(
     """Cochran's Q and its degrees of freedom per run, inverse-variance weighted.
 
     Classification weights use p̃ = (successes + ½)/(n + 1) so that clusters with p̂ = 0 or 1
-    get a finite weight.
+    get a finite weight. A regression cluster whose variance estimate is 0 (a single sample,
+    or identical errors) would get an infinite weight; it is left out of Q and of its degrees
+    of freedom.
     """
     if task == "classification":
         guarded = (s1 + 0.5) / (n + 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             variance = guarded * (1 - guarded) / n
-    present = n > 0
+    present = (n > 0) & (variance > 0)
     weight = np.divide(1.0, variance, out=np.zeros_like(variance), where=present)
     y = np.where(present, metric, 0.0)
     centre = (weight * y).sum(-1, keepdims=True) / weight.sum(-1, keepdims=True)

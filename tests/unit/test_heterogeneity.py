@@ -177,6 +177,22 @@ def test_debiased_cv_and_cochran_q_by_hand():
     assert twice == pytest.approx(np.sqrt(tau2), 3e-3)
 
 
+def test_a_regression_cluster_without_variance_is_left_out_of_q():
+    # Cluster 2 holds one sample: its variance estimate is 0, an infinite weight.
+    score = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0, 2.5])
+    labels = np.array([[0, 0, 0, 1, 1, 1, 2]])
+    sample = SampleSize([FoldPartitions(score, labels)], 3, "regression", normaliser=10.0)
+    result = heterogeneity(sample, 20, 0)
+    mse = np.array([score[:3].mean(), score[3:6].mean()])
+    variance = np.array([score[:3].var(ddof=1), score[3:6].var(ddof=1)]) / 3
+    variance = variance / (4 * mse * 10.0**2)
+    y = 1 - np.sqrt(mse) / 10.0
+    w = 1 / variance
+    q = np.sum(w * (y - np.sum(w * y) / np.sum(w)) ** 2)
+    assert (result.q, result.q_df) == pytest.approx((q, 1))
+    assert result.q_p_value == pytest.approx(scipy_stats.chi2.sf(q, 1))
+
+
 def expected_root_by_quadrature(tau, noise, df):
     """E√max(0, τ̂²) when (τ̂² + v̄)·ν/v̄ ~ χ'²_ν(ν·τ²/v̄), by scipy's density and quad."""
     density = scipy_stats.ncx2(df, df * tau**2 / noise).pdf
