@@ -43,8 +43,6 @@ from hetcv.seeding import derive_seed
 
 DIGITS_VARIANTS = ("udigits", "digitvalue", "rare", "noisy", "balanced")
 PLANTED_VARIANTS = ("rare", "noisy", "balanced")
-# The benchmark's name for the balanced variant (not "null": CSV readers take it for NaN).
-NULL_SETTING = "nothing planted"
 RARE_DIGIT = 8
 RARE_DIGIT_KEPT_FRACTION = 0.25
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")

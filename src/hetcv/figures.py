@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hetcv.data import NULL_SETTING
+from hetcv.columns import NULL_SETTING
 from hetcv.io import atomic_path
 from hetcv.stats import PAPER_CV_GUIDELINE
 from hetcv.tables import select

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hetcv.data import NULL_SETTING
+from hetcv.columns import NULL_SETTING
 from hetcv.heterogeneity import FoldPartitions, SampleSize, excess_cv, permutation_null
 from hetcv.seeding import derive_seed
 from hetcv.stats import SIGNIFICANCE, cluster_metrics
