@@ -21,7 +21,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from hetcv.analysis import run_cluster_job
-from hetcv.columns import FEATURE_COLUMNS
+from hetcv.columns import FEATURE_COLUMNS, SUMMARY_TABLES
 from hetcv.io import write_parquet
 from hetcv.summary import run_summarize_job
 
@@ -57,17 +57,23 @@ def cluster_job(args):
     # One thread per job, as Snakemake runs a `threads: 1` job (OMP/OPENBLAS_NUM_THREADS=1).
     with threadpool_limits(1):
         run_cluster_job(
-            features=str(directory / f"n{n}_f{fold}_features.parquet"),
-            manifest=str(directory / "manifest.parquet"),
-            out_assignments=paths["assignments"],
-            out_cluster_stats=paths["cluster_stats"],
-            out_pairs=paths["cluster_pairs"],
-            out_runs=paths["cluster_runs"],
-            n=n,
-            fold=fold,
-            algorithm=algorithm,
-            seed=n * 10 + fold,
-            **settings,
+            {
+                "features": str(directory / f"n{n}_f{fold}_features.parquet"),
+                "manifest": str(directory / "manifest.parquet"),
+            },
+            {
+                "assignments": paths["assignments"],
+                "cluster_stats": paths["cluster_stats"],
+                "pairs": paths["cluster_pairs"],
+                "runs": paths["cluster_runs"],
+            },
+            {
+                "task": "regression",
+                "nrmse_normalizer": "range",
+                "n": n,
+                "fold": fold,
+                "clustering": {**settings, "algorithm": algorithm, "seed": n * 10 + fold},
+            },
         )
     return algorithm, time.perf_counter() - started
 
@@ -79,8 +85,6 @@ def main() -> None:
     repeats, permutations, boot = (2, 50, 100) if args.quick else (10, 500, 1000)
     sizes, folds = (300, 700, 2837, 5674), 4
     settings = dict(
-        task="regression",
-        nrmse_normalizer="range",
         k=list(range(2, 9)),
         repeats=repeats,
         pca_components=10,
@@ -124,30 +128,27 @@ def main() -> None:
             str(directory / f"n{n}_f{f}_features.parquet") for n in sizes for f in range(folds)
         ]
         run_summarize_job(
-            runs=kinds("cluster_runs"),
-            cluster_stats=kinds("cluster_stats"),
-            pairs=kinds("cluster_pairs"),
-            selected_assignments=kinds("assignments", ["fcm"]),
-            features=features,
-            manifest=str(directory / "manifest.parquet"),
-            out={
-                name: str(directory / f"summary_{name}.parquet")
-                for name in (
-                    "cv",
-                    "clusters",
-                    "table1",
-                    "validity",
-                    "fold_cv",
-                    "correlation",
-                    "subgroups",
-                )
+            {
+                "runs": kinds("cluster_runs"),
+                "cluster_stats": kinds("cluster_stats"),
+                "pairs": kinds("cluster_pairs"),
+                "selected_assignments": kinds("assignments", ["fcm"]),
+                "features": features,
+                "manifest": str(directory / "manifest.parquet"),
             },
-            task="regression",
-            nrmse_normalizer="range",
-            selected={"algorithm": "fcm", "k": 4},
-            bootstrap=boot,
-            null_permutations=permutations,
-            seed=0,
+            {name: str(directory / f"summary_{name}.parquet") for name in SUMMARY_TABLES},
+            {
+                "task": "regression",
+                "nrmse_normalizer": "range",
+                "summary": {
+                    "selected": {"algorithm": "fcm", "k": 4},
+                    "within": "all",
+                    "error_aware": False,
+                    "bootstrap": boot,
+                    "null_permutations": permutations,
+                    "seed": 0,
+                },
+            },
         )
         summarize_s = time.perf_counter() - started
     print(

@@ -24,7 +24,7 @@ MEASURE = """
 import json, resource, sys, time
 from hetcv.data import run_prepare_job
 started = time.perf_counter()
-run_prepare_job(**json.loads(sys.argv[1]))
+run_prepare_job({}, *json.loads(sys.argv[1]))
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -57,9 +57,8 @@ def main() -> None:
             }
         ).to_csv(root / "table.csv", index=False)
         written = time.perf_counter() - started
-        job = {
-            "out_images": str(root / "images.npy"),
-            "out_manifest": str(root / "m.parquet"),
+        outputs = {"images": str(root / "images.npy"), "manifest": str(root / "m.parquet")}
+        params = {
             "source": {
                 "kind": "csv",
                 "csv": str(root / "table.csv"),
@@ -74,7 +73,7 @@ def main() -> None:
         }
         measured = json.loads(
             subprocess.run(
-                [sys.executable, "-c", MEASURE, json.dumps(job)],
+                [sys.executable, "-c", MEASURE, json.dumps([outputs, params])],
                 check=True,
                 capture_output=True,
                 text=True,

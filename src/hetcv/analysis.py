@@ -33,6 +33,8 @@ from hetcv.cluster import (
     silhouette,
 )
 from hetcv.columns import FEATURE_COLUMNS
+from hetcv.errors import HetcvError
+from hetcv.io import write_parquet
 from hetcv.seeding import derive_seed
 from hetcv.stats import (
     SCORE_COLUMN,
@@ -50,22 +52,68 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FoldClustering:
-    """The four tables the cluster rule writes (schemas in config/README.md)."""
+    """The four tables the cluster rule writes (schemas in config/README.md).
+
+    Attributes
+    ----------
+    assignments : DataFrame
+        One row per sample × k × repeat: ``sample_id, algorithm, k, repeat, cluster,
+        membership, worst_membership``.
+    cluster_stats : DataFrame
+        One row per cluster × k × repeat, keyed by ``algorithm, k, repeat, cluster``: ``size,
+        empty, size_pct, score_sum, metric, centroid`` and the :func:`geometry` distances.
+    pairs : DataFrame
+        One row per cluster pair × k × repeat: ``cluster_a, cluster_b, centroid_distance,
+        closest_distance``.
+    runs : DataFrame
+        One row per k × repeat: the CV, its permutation null, validity indices, stability.
+    """
 
     assignments: pd.DataFrame
-    clusters: pd.DataFrame
+    cluster_stats: pd.DataFrame
     pairs: pd.DataFrame
     runs: pd.DataFrame
 
 
 def sample_scores(features: pd.DataFrame, task: str) -> np.ndarray:
-    """Per-sample score: ``correct`` as 0/1 (classification) or ``sq_error`` (regression)."""
+    """Per-sample score: ``correct`` as 0/1 (classification) or ``sq_error`` (regression).
+
+    Parameters
+    ----------
+    features : DataFrame
+        Held-out rows with the task's score column (``correct`` or ``sq_error``).
+    task : {"classification", "regression"}
+        Picks the score column.
+
+    Returns
+    -------
+    score : ndarray of shape (n_samples,)
+        The score column as float64.
+    """
     return features[SCORE_COLUMN[task]].to_numpy(dtype=np.float64)
 
 
 def clustered_space(
     features: pd.DataFrame, pca_components: int, error_aware: bool, seed: int
 ) -> np.ndarray:
+    """The space the samples are clustered in: PCA scores, plus the loss when error-aware.
+
+    Parameters
+    ----------
+    features : DataFrame
+        One fold's held-out rows with the ``f000``…``f511`` feature columns and ``loss``.
+    pca_components : int
+        Principal components to keep (capped by :func:`hetcv.cluster.pca_scores`).
+    error_aware : bool
+        Append the standardised loss as one more dimension.
+    seed : int
+        Seed of the PCA (its ``random_state``).
+
+    Returns
+    -------
+    points : ndarray of shape (n_samples, n_dims)
+        ``n_dims``: the components kept, plus one when ``error_aware``.
+    """
     points = pca_scores(features[FEATURE_COLUMNS].to_numpy(), pca_components, seed)
     if error_aware:
         points = add_loss_dimension(points, features["loss"].to_numpy(dtype=np.float64))
@@ -73,7 +121,24 @@ def clustered_space(
 
 
 def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict[str, float]:
-    """Elbow SSE, silhouette, Calinski–Harabasz, Davies–Bouldin and the smallest cluster."""
+    """Elbow SSE, silhouette, Calinski–Harabasz, Davies–Bouldin and the smallest cluster.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
+    distances : ndarray of shape (n_samples, n_samples)
+        Pairwise Euclidean distances of ``points``.
+    part : Partition
+        The run to score.
+
+    Returns
+    -------
+    indices : dict of str to float
+        ``sse`` (within-cluster sum of squares), ``min_cluster_fraction`` (0 with an empty
+        cluster), and ``silhouette``, ``calinski_harabasz`` and ``davies_bouldin``, which are
+        NaN unless 2 to n_samples − 1 clusters are non-empty.
+    """
     labels = part.labels
     present = np.unique(labels)
     sse = sum(
@@ -96,7 +161,24 @@ def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict
 def geometry(
     points: np.ndarray, distances: np.ndarray, part: Partition
 ) -> tuple[list[dict], list[dict]]:
-    """Per-cluster point-to-centre distances (Table 2) and per-pair distances (Table 1)."""
+    """Per-cluster point-to-centre distances (Table 2) and per-pair distances (Table 1).
+
+    Parameters
+    ----------
+    points, distances : ndarray
+        As for :func:`validity`.
+    part : Partition
+        The run whose clusters and centres are measured.
+
+    Returns
+    -------
+    clusters : list of dict
+        One per cluster (k): ``dist_min, dist_max, dist_mean, dist_sd`` of its points'
+        Euclidean distances to its centre; NaN when empty (``dist_sd`` below two points).
+    pairs : list of dict
+        One per pair a < b: ``cluster_a, cluster_b``, ``centroid_distance`` and
+        ``closest_distance`` (closest points, one in each; NaN if either is empty).
+    """
     labels = part.labels
     members = [np.flatnonzero(labels == c) for c in range(part.k)]
     clusters = []
@@ -130,7 +212,20 @@ def geometry(
 
 
 def repeat_stability(labels: list[np.ndarray], k: int) -> list[float]:
-    """Each repeat's mean adjusted Rand index with the other repeats (NaN for one repeat)."""
+    """Each repeat's mean adjusted Rand index with the other repeats (NaN for one repeat).
+
+    Parameters
+    ----------
+    labels : list of ndarray of shape (n_samples,)
+        Aligned hard labels of each repeat, in ``0..k-1``.
+    k : int
+        Number of clusters.
+
+    Returns
+    -------
+    stability : list of float
+        One value per repeat, in the order of ``labels``.
+    """
     if len(labels) < 2:
         return [np.nan] * len(labels)
     ari = np.eye(len(labels))
@@ -152,7 +247,26 @@ def aligned_runs(
     task: str,
     normaliser: float,
 ) -> list[Partition]:
-    """``repeats`` runs, matched to the first and numbered so that cluster 0 is best."""
+    """``repeats`` runs, matched to the first and numbered so that cluster 0 is best.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
+    groups : ndarray of shape (n_samples,) or None
+        Class of each sample, to cluster within each class; None clusters all together.
+    score : ndarray of shape (n_samples,)
+        Per-sample score (:func:`sample_scores`); ranks the reference run's clusters.
+    algorithm, repeats, fcm, seed, task, normaliser : see :func:`analyse_fold`
+    k : int
+        Number of clusters (per class when ``groups`` is given).
+
+    Returns
+    -------
+    runs : list of Partition
+        ``repeats`` aligned partitions; run r is seeded by ``derive_seed(seed, algorithm,
+        k, r)``.
+    """
     runs = []
     for repeat in range(repeats):
         run_seed = derive_seed(seed, algorithm, k, repeat)
@@ -179,7 +293,7 @@ def analyse_fold(
     k: list[int],
     repeats: int,
     pca_components: int,
-    fcm: dict,
+    fcm: dict | None,
     within: str,
     error_aware: bool,
     null_permutations: int,
@@ -187,88 +301,83 @@ def analyse_fold(
 ) -> FoldClustering:
     """Cluster one held-out fold's features with ``algorithm`` for every k; see the module doc.
 
-    ``seed`` is the job's seed (already combined with dataset, n and fold).
+    Parameters
+    ----------
+    features : DataFrame of shape (n_samples, ...)
+        The fold's held-out features table (``features.parquet``).
+    task : {"classification", "regression"}
+    normaliser : float
+        The dataset's NRMSE normaliser (1 for classification).
+    algorithm : {"kmeans", "fcm", "gmm"}
+    k : list of int
+        The cluster numbers to fit.
+    repeats : int
+        Seeded runs per k, aligned to the first.
+    pca_components : int
+        Components kept of the standardised features.
+    fcm : dict or None
+        Fuzzy c-means settings (``m``, ``error``, ``maxiter``); None for other algorithms.
+    within : {"all", "class"}
+        Cluster all samples together, or each class separately.
+    error_aware : bool
+        Add the standardised per-sample loss as a clustered dimension.
+    null_permutations : int
+        Score permutations of the CV's permutation null.
+    seed : int
+        The job's seed (already combined with dataset, n and fold).
+
+    Returns
+    -------
+    FoldClustering
+        Per-sample assignments, per-cluster rows, per-pair rows and one row per run.
     """
     points = clustered_space(features, pca_components, error_aware, seed)
     distances = squareform(pdist(points))
     score = sample_scores(features, task)
     groups = features["target"].to_numpy() if within == "class" else None
-    n = len(features)
     # One set of permutations per fold, shared by every algorithm, k and repeat, so that the
     # repeat-averaged null CV is a proper permutation distribution. Within class when the
     # clusters are built within class: a plain accuracy gap between classes is not
     # heterogeneity of the clusters.
     null_rng = np.random.default_rng(derive_seed(seed, "null"))
-    strata = groups if groups is not None else np.zeros(n)
+    strata = groups if groups is not None else np.zeros(len(features))
     permuted_score = score[permutations_within(strata, null_permutations, null_rng)]
     fold_metric = float(metric_from_means(np.array([score.mean()]), task, normaliser)[0])
 
-    assignments, clusters, pairs, runs = [], [], [], []
+    tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
     for n_clusters in k:
         partitions = aligned_runs(
             points, groups, score, algorithm, n_clusters, repeats, fcm, seed, task, normaliser
         )
         stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
         for repeat, part in enumerate(partitions):
-            key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
             metric, size = cluster_metrics(part.labels, score, part.k, task, normaliser)
             null_cv = coefficient_of_variation(
                 permuted_cluster_metrics(part.labels, permuted_score, part.k, task, normaliser),
                 axis=1,
             )
-            cv = float(coefficient_of_variation(metric))
-            worst = int(np.nanargmin(metric))
-            empty = np.flatnonzero(size == 0)
-            if len(empty):
-                log.warning(
-                    "%s k=%d repeat %d: cluster(s) %s empty (no sample has its highest "
-                    "membership there); CV over the other %d clusters",
-                    algorithm,
-                    n_clusters,
-                    repeat,
-                    empty.tolist(),
-                    part.k - len(empty),
-                )
-            assignments.append(
-                pd.DataFrame(
-                    {
-                        "sample_id": features["sample_id"].to_numpy(),
-                        **key,
-                        "cluster": part.labels,
-                        "membership": part.membership.max(axis=1),
-                        "worst_membership": part.membership[:, worst],
-                    }
-                )
-            )
+            key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
+            _warn_empty(key, size)
+            tables["assignments"].append(_assignment_table(features, key, part, metric))
             cluster_geometry, pair_geometry = geometry(points, distances, part)
-            for c in range(part.k):
-                clusters.append(
-                    {
-                        **key,
-                        "cluster": c,
-                        "size": int(size[c]),
-                        "empty": bool(size[c] == 0),
-                        "size_pct": 100.0 * size[c] / n,
-                        "score_sum": float(score[part.labels == c].sum()),
-                        "metric": float(metric[c]),
-                        "centroid": part.centers[c].tolist(),
-                        **cluster_geometry[c],
-                    }
-                )
-            pairs += [{**key, **pair} for pair in pair_geometry]
-            runs.append(
+            tables["cluster_stats"] += _cluster_rows(
+                key, part, metric, size, score, cluster_geometry
+            )
+            tables["pairs"] += [{**key, **pair} for pair in pair_geometry]
+            cv = float(coefficient_of_variation(metric))
+            tables["runs"].append(
                 {
                     **key,
                     "n_clusters": part.k,
-                    "n_samples": n,
+                    "n_samples": len(features),
                     "fold_metric": fold_metric,
                     "cv": cv,
-                    "empty_clusters": len(empty),
+                    "empty_clusters": int((size == 0).sum()),
                     "null_cv": null_cv.tolist(),
                     "null_cv_mean": float(np.nanmean(null_cv)),
                     # Clusters built from the loss are not exchangeable with the scores.
                     "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
-                    "worst_cluster": worst,
+                    "worst_cluster": int(np.nanargmin(metric)),
                     **validity(points, distances, part),
                     "fpc": part.extra.get("fpc", np.nan),
                     "bic": part.extra.get("bic", np.nan),
@@ -277,53 +386,116 @@ def analyse_fold(
             )
         log.info("%s k=%d: %d repeats done", algorithm, n_clusters, repeats)
     return FoldClustering(
-        assignments=pd.concat(assignments, ignore_index=True),
-        clusters=pd.DataFrame(clusters),
-        pairs=pd.DataFrame(pairs),
-        runs=pd.DataFrame(runs),
+        assignments=pd.concat(tables["assignments"], ignore_index=True),
+        cluster_stats=pd.DataFrame(tables["cluster_stats"]),
+        pairs=pd.DataFrame(tables["pairs"]),
+        runs=pd.DataFrame(tables["runs"]),
     )
 
 
+def _warn_empty(key: dict, size: np.ndarray) -> None:
+    empty = np.flatnonzero(size == 0)
+    if len(empty):
+        log.warning(
+            "%s k=%d repeat %d: cluster(s) %s empty (no sample has its highest membership "
+            "there); CV over the other %d clusters",
+            key["algorithm"],
+            key["k"],
+            key["repeat"],
+            empty.tolist(),
+            len(size) - len(empty),
+        )
+
+
+def _assignment_table(
+    features: pd.DataFrame, key: dict, part: Partition, metric: np.ndarray
+) -> pd.DataFrame:
+    """Each sample's hard cluster, its top membership and its membership of the worst cluster."""
+    return pd.DataFrame(
+        {
+            "sample_id": features["sample_id"].to_numpy(),
+            **key,
+            "cluster": part.labels,
+            "membership": part.membership.max(axis=1),
+            "worst_membership": part.membership[:, int(np.nanargmin(metric))],
+        }
+    )
+
+
+def _cluster_rows(
+    key: dict,
+    part: Partition,
+    metric: np.ndarray,
+    size: np.ndarray,
+    score: np.ndarray,
+    cluster_geometry: list[dict],
+) -> list[dict]:
+    return [
+        {
+            **key,
+            "cluster": c,
+            "size": int(size[c]),
+            "empty": bool(size[c] == 0),
+            "size_pct": 100.0 * size[c] / len(part.labels),
+            "score_sum": float(score[part.labels == c].sum()),
+            "metric": float(metric[c]),
+            "centroid": part.centers[c].tolist(),
+            **cluster_geometry[c],
+        }
+        for c in range(part.k)
+    ]
+
+
 def check_k_fits(k: list[int], n_samples: int, where: str) -> None:
+    """Raise unless every k is smaller than the ``n_samples`` of the fold in ``where``.
+
+    Parameters
+    ----------
+    k : list of int
+        The configured cluster numbers (``clustering.k``).
+    n_samples : int
+        Held-out samples of the fold.
+    where : str
+        The fold's features path, named in the error.
+
+    Raises
+    ------
+    HetcvError
+        If ``max(k) >= n_samples``.
+    """
     if max(k) >= n_samples:
-        raise ValueError(
+        raise HetcvError(
             f"clustering.k: k={max(k)} is not smaller than the held-out fold "
             f"({n_samples} samples) of {where}"
         )
 
 
-def run_cluster_job(
-    *,
-    features: str,
-    manifest: str,
-    out_assignments: str,
-    out_cluster_stats: str,
-    out_pairs: str,
-    out_runs: str,
-    n: int,
-    fold: int,
-    task: str,
-    nrmse_normalizer: str,
-    **settings,
-) -> None:
-    """The cluster rule: read one fold's features, write the four tables."""
-    from hetcv.errors import HetcvError
-    from hetcv.io import write_parquet
+def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The cluster rule: read one fold's features, write its four tables.
 
-    table = pd.read_parquet(features)
-    try:
-        check_k_fits(settings["k"], len(table), features)
-    except ValueError as error:
-        raise HetcvError(str(error)) from None
+    Parameters
+    ----------
+    inputs : dict
+        ``features`` (the fold's held-out features) and ``manifest`` (read for regression
+        only, for the dataset-wide NRMSE normaliser).
+    outputs : dict
+        ``assignments``, ``cluster_stats``, ``pairs`` and ``runs`` (Parquet paths).
+    params : dict
+        ``n``, ``fold``, ``task``, ``nrmse_normalizer`` and ``clustering``, the keyword
+        arguments of :func:`analyse_fold`.
+    """
+    task, clustering = params["task"], params["clustering"]
+    table = pd.read_parquet(inputs["features"])
+    check_k_fits(clustering["k"], len(table), inputs["features"])
     targets = None  # classification needs no normaliser, so no manifest read
     if task == "regression":
-        targets = pd.read_parquet(manifest, columns=["target"])["target"].to_numpy()
-    normaliser = task_normaliser(task, targets, nrmse_normalizer)
-    result = analyse_fold(table, task=task, normaliser=normaliser, **settings)
-    for frame, path in (
-        (result.assignments, out_assignments),
-        (result.clusters, out_cluster_stats),
-        (result.pairs, out_pairs),
-        (result.runs, out_runs),
+        targets = pd.read_parquet(inputs["manifest"], columns=["target"])["target"].to_numpy()
+    normaliser = task_normaliser(task, targets, params["nrmse_normalizer"])
+    result = analyse_fold(table, task=task, normaliser=normaliser, **clustering)
+    for frame, name in (
+        (result.assignments, "assignments"),
+        (result.cluster_stats, "cluster_stats"),
+        (result.pairs, "pairs"),
+        (result.runs, "runs"),
     ):
-        write_parquet(frame.assign(n=n, fold=fold), path)
+        write_parquet(frame.assign(n=params["n"], fold=params["fold"]), outputs[name])

@@ -23,7 +23,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Partition:
-    """One clustering run: memberships, hard labels and the algorithm's own cluster centres."""
+    """One clustering run: memberships, hard labels and the algorithm's own cluster centres.
+
+    Attributes
+    ----------
+    membership : ndarray of shape (n_samples, k)
+        Membership of each sample in each cluster; rows sum to one (one-hot for K-Means).
+    centers : ndarray of shape (k, n_dims)
+        The algorithm's cluster centres in the clustered space.
+    extra : dict
+        Algorithm-specific quality figures: ``fpc`` (fuzzy c-means) or ``bic`` (GMM).
+    """
 
     membership: np.ndarray  # (n_samples, k)
     centers: np.ndarray  # (k, n_dims)
@@ -31,22 +41,59 @@ class Partition:
 
     @property
     def labels(self) -> np.ndarray:
+        """Hard labels: the argmax of each sample's membership.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
         return self.membership.argmax(axis=1)
 
     @property
     def k(self) -> int:
+        """Number of clusters, empty ones included.
+
+        Returns
+        -------
+        k : int
+        """
         return self.membership.shape[1]
 
     def relabel(self, new_label_of: np.ndarray) -> Partition:
-        """Cluster ``j`` becomes cluster ``new_label_of[j]``."""
+        """Renumber the clusters: cluster ``j`` becomes cluster ``new_label_of[j]``.
+
+        Parameters
+        ----------
+        new_label_of : ndarray of shape (k,)
+            A permutation of ``0..k-1``, as from `match_to_reference` or `canonical_labels`.
+
+        Returns
+        -------
+        partition : Partition
+            A new partition with membership columns and centres reordered; ``extra`` copied.
+        """
         order = np.argsort(new_label_of)
         return Partition(self.membership[:, order], self.centers[order], dict(self.extra))
 
 
 def pca_scores(features: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    """Principal-component scores of ``features (n_samples, 512)``.
+    """Principal-component scores of the features (full SVD, in float64).
 
     Components are capped at ``min(n_samples - 1, n_features)`` with a warning in the log.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_samples, n_features)
+        Back-model features of the held-out samples (``n_features`` = 512).
+    n_components : int
+        Requested number of components (``pca_components``).
+    seed : int
+        ``random_state`` of the PCA.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_samples, n_kept)
+        ``n_kept = min(n_components, n_samples - 1, n_features)``.
     """
     cap = min(features.shape[0] - 1, features.shape[1])
     if n_components > cap:
@@ -65,7 +112,19 @@ def add_loss_dimension(points: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """Append the standardised per-sample loss as a column scaled to the first component's sd.
 
     The scale makes the loss as influential as the strongest feature direction (error-aware
-    clustering, in the spirit of Domino, Eyuboglu et al. 2022).
+    clustering, in the spirit of Domino, Eyuboglu et al. 2022). A constant loss gives a
+    column of zeros.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        PCA scores; column 0 sets the scale.
+    loss : ndarray of shape (n_samples,)
+        Per-sample loss of the model.
+
+    Returns
+    -------
+    points : ndarray of shape (n_samples, n_dims + 1)
     """
     spread = loss.std()
     standardised = (loss - loss.mean()) / spread if spread > 0 else np.zeros_like(loss)
@@ -73,7 +132,34 @@ def add_loss_dimension(points: np.ndarray, loss: np.ndarray) -> np.ndarray:
 
 
 def fit_partition(points: np.ndarray, algorithm: str, k: int, seed: int, fcm: dict) -> Partition:
-    """One seeded run of ``algorithm`` with ``k`` clusters."""
+    """One seeded run of ``algorithm`` with ``k`` clusters.
+
+    K-Means uses one initialisation and one-hot memberships; fuzzy c-means starts from a
+    seeded random membership; the Gaussian mixture has diagonal covariances.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
+    algorithm : {"kmeans", "fcm", "gmm"}
+        Clustering algorithm.
+    k : int
+        Number of clusters.
+    seed : int
+        Seed of this run.
+    fcm : dict
+        Fuzzy c-means settings ``m``, ``error`` and ``maxiter``; used only by ``"fcm"``.
+
+    Returns
+    -------
+    partition : Partition
+        With ``extra["fpc"]`` for ``"fcm"`` and ``extra["bic"]`` for ``"gmm"``.
+
+    Raises
+    ------
+    HetcvError
+        If ``algorithm`` is unknown.
+    """
     if algorithm == "kmeans":
         model = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(points)
         return Partition(np.eye(k)[model.labels_], model.cluster_centers_)
@@ -109,8 +195,34 @@ def fit_partition_within(
 ) -> Partition:
     """``k`` clusters inside each group (true class), as GEORGE does: ``k × n_groups`` in all.
 
-    Cluster ``g * k + j`` is cluster ``j`` of the ``g``-th group; memberships outside a
-    sample's own group are zero.
+    Cluster ``g * k + j`` is cluster ``j`` of the ``g``-th group (groups in sorted order);
+    memberships outside a sample's own group are zero. Group ``g`` is fitted with seed
+    ``seed + g``.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
+    groups : ndarray of shape (n_samples,)
+        Group (true class) of each sample.
+    algorithm : {"kmeans", "fcm", "gmm"}
+        Passed to `fit_partition` for each group.
+    k : int
+        Clusters per group.
+    seed : int
+        Seed of the first group.
+    fcm : dict
+        Fuzzy c-means settings, as for `fit_partition`.
+
+    Returns
+    -------
+    partition : Partition
+        ``k * n_groups`` clusters; ``extra`` holds the mean ``fpc`` or the summed ``bic``.
+
+    Raises
+    ------
+    HetcvError
+        If a group has ``k`` samples or fewer.
     """
     values = np.unique(groups)
     membership = np.zeros((len(points), k * len(values)))
@@ -131,16 +243,42 @@ def fit_partition_within(
 
 
 def contingency(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
-    """``(k, k)`` counts of samples with label ``i`` in ``first`` and ``j`` in ``second``.
+    """Count the samples with label ``i`` in ``first`` and ``j`` in ``second``.
 
     (scikit-learn's ``contingency_matrix`` drops absent labels and costs ~1 ms a call in
     input validation; the analysis makes tens of thousands of these calls.)
+
+    Parameters
+    ----------
+    first, second : ndarray of shape (n_samples,)
+        Integer labelings with labels in ``0..k-1``.
+    k : int
+        Number of labels; absent labels keep their zero row or column.
+
+    Returns
+    -------
+    table : ndarray of shape (k, k)
+        Integer counts, rows indexed by ``first``.
     """
     return np.bincount(first * k + second, minlength=k * k).reshape(k, k)
 
 
 def adjusted_rand(first: np.ndarray, second: np.ndarray, k: int) -> float:
-    """Adjusted Rand index of two labelings with labels in ``0..k-1`` (Hubert & Arabie)."""
+    """Adjusted Rand index of two labelings with labels in ``0..k-1`` (Hubert & Arabie).
+
+    Parameters
+    ----------
+    first, second : ndarray of shape (n_samples,)
+        The labelings to compare.
+    k : int
+        Upper bound (exclusive) of the labels.
+
+    Returns
+    -------
+    ari : float
+        1 for identical partitions, about 0 for chance agreement; 1 also in the degenerate
+        case where both are trivial (expected index equals its maximum).
+    """
     table = contingency(first, second, k).astype(np.float64)
     pairs = lambda counts: (counts * (counts - 1) / 2).sum()  # noqa: E731
     index = pairs(table)
@@ -153,9 +291,23 @@ def adjusted_rand(first: np.ndarray, second: np.ndarray, k: int) -> float:
 
 
 def silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Mean silhouette coefficient from a ``(n, n)`` distance matrix (as scikit-learn's).
+    """Mean silhouette coefficient from a precomputed distance matrix (as scikit-learn's).
 
     Samples alone in their cluster score 0; empty clusters are ignored.
+
+    Parameters
+    ----------
+    distances : ndarray of shape (n_samples, n_samples)
+        Pairwise distances in the clustered space.
+    labels : ndarray of shape (n_samples,)
+        Hard labels in ``0..k-1``.
+    k : int
+        Number of clusters.
+
+    Returns
+    -------
+    score : float
+        Between -1 and 1.
     """
     one_hot = np.eye(k)[labels]
     size = one_hot.sum(axis=0)
@@ -174,7 +326,22 @@ def silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float:
 def match_to_reference(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """New label of each of ``labels``' clusters: the reference cluster it overlaps most.
 
-    Hungarian algorithm (maximum total overlap) on the ``k × k`` contingency table.
+    Hungarian algorithm (maximum total overlap) on the ``k × k`` contingency table, so the
+    matching is one-to-one.
+
+    Parameters
+    ----------
+    reference : ndarray of shape (n_samples,)
+        Hard labels of the reference run (the first repeat).
+    labels : ndarray of shape (n_samples,)
+        Hard labels of the run to align, same samples in the same order.
+    k : int
+        Number of clusters in both runs.
+
+    Returns
+    -------
+    new_label_of : ndarray of shape (k,)
+        Permutation for `Partition.relabel`.
     """
     ref_index, run_index = linear_sum_assignment(contingency(reference, labels, k), maximize=True)
     new_label_of = np.empty(k, dtype=np.int64)
@@ -185,7 +352,19 @@ def match_to_reference(reference: np.ndarray, labels: np.ndarray, k: int) -> np.
 def canonical_labels(metric: np.ndarray, size: np.ndarray) -> np.ndarray:
     """New label of each cluster so that cluster 0 has the best metric (ties: larger first).
 
-    Empty clusters (metric NaN) come last.
+    Higher metric is better; empty clusters (metric NaN) come last.
+
+    Parameters
+    ----------
+    metric : ndarray of shape (k,)
+        Performance metric of each cluster, NaN when empty.
+    size : ndarray of shape (k,)
+        Number of samples in each cluster.
+
+    Returns
+    -------
+    new_label_of : ndarray of shape (k,)
+        Rank of each cluster, a permutation for `Partition.relabel`.
     """
     key_metric = np.where(np.isnan(metric), -np.inf, metric)
     order = np.lexsort((-size, -key_metric))

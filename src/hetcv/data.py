@@ -51,7 +51,21 @@ NPZ_SPLITS = ("train", "val", "test")
 
 @dataclass
 class SourceData:
-    """A source's manifest and how to decode the image of each of its rows."""
+    """A source's manifest and how to decode the image of each of its rows.
+
+    Attributes
+    ----------
+    manifest : DataFrame
+        One row per sample: ``sample_id``, ``target``, then the source's own columns
+        (``subgroup``, ``planted``, ``class_name``, ``split`` or the table's metadata columns).
+    read_image : callable
+        ``read_image(row)``: manifest row ``row``'s image, an ndarray of shape (H, W) or
+        (H, W, 3), any dtype.
+    describe : callable
+        ``describe(row)``: the file (or array entry) that error messages name for ``row``.
+    files : list of Path or None
+        Each row's image file, when the source has files (see :func:`check_files`).
+    """
 
     manifest: pd.DataFrame
     read_image: Callable[[int], np.ndarray]  # row → (H, W) or (H, W, 3) array, any dtype
@@ -60,11 +74,44 @@ class SourceData:
 
 
 def binary_digit_label(digit: np.ndarray) -> np.ndarray:
+    """The digits sets' binary label: 1 for digits 5 to 9, 0 for 0 to 4.
+
+    Parameters
+    ----------
+    digit : ndarray of shape (n,), int
+        Digit values 0 to 9.
+
+    Returns
+    -------
+    ndarray of shape (n,), int64
+    """
     return (digit >= 5).astype(np.int64)
 
 
 def rare_subsample(digit: np.ndarray, planted: int, prevalence: float, rng) -> np.ndarray:
-    """Rows kept when ``planted`` is cut down to ``prevalence`` of its binary class."""
+    """Rows kept when ``planted`` is cut down to ``prevalence`` of its binary class.
+
+    Parameters
+    ----------
+    digit : ndarray of shape (n,), int
+        The digit of every image.
+    planted : int
+        The digit whose images are subsampled.
+    prevalence : float
+        Wanted share of ``planted`` among the images of its binary class, in (0, 1).
+    rng : numpy.random.Generator
+        Draws the ``planted`` images that are kept.
+
+    Returns
+    -------
+    ndarray of shape (n_kept,), int64
+        Sorted rows of ``digit``: every other image and the kept ``planted`` ones.
+
+    Raises
+    ------
+    HetcvError
+        When ``prevalence`` needs fewer than one, or more ``planted`` images than exist.
+    """
     same_class = binary_digit_label(digit) == binary_digit_label(np.array([planted]))[0]
     rows = np.flatnonzero(digit == planted)
     others = int(np.sum(same_class & (digit != planted)))
@@ -80,7 +127,25 @@ def rare_subsample(digit: np.ndarray, planted: int, prevalence: float, rng) -> n
 
 
 def digits_source(source: dict, seed: int) -> SourceData:
-    """The embedded demo and validation datasets; every random draw uses ``seed``."""
+    """The embedded demo and validation datasets; every random draw uses ``seed``.
+
+    Parameters
+    ----------
+    source, seed
+        As for :func:`load_source` (``kind`` ``digits``).
+
+    Returns
+    -------
+    SourceData
+        8×8 uint8 images (0 to 255). Manifest: ``sample_id``, ``target`` (binary int64, or the
+        digit as float64 for ``digitvalue``), else also ``subgroup`` (the digit) and, for
+        ``rare``, ``noisy`` and ``balanced``, the boolean ``planted``.
+
+    Raises
+    ------
+    HetcvError
+        For an unknown ``variant`` or a ``prevalence`` that :func:`rare_subsample` cannot meet.
+    """
     from sklearn.datasets import load_digits
 
     variant = source["variant"]
@@ -117,16 +182,52 @@ def digits_source(source: dict, seed: int) -> SourceData:
 
 
 def read_table(path: Path, key: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise HetcvError(f"{key}: table {path} does not exist")
+    """Read a CSV table, with one clear error when it is missing or unreadable.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file.
+    key : str
+        The config key that named it (``source.csv``), quoted in errors.
+
+    Returns
+    -------
+    DataFrame
+        The table as :func:`pandas.read_csv` reads it.
+
+    Raises
+    ------
+    HetcvError
+        When the file does not exist or cannot be parsed.
+    """
     try:
         return pd.read_csv(path)
+    except FileNotFoundError:
+        raise HetcvError(f"{key}: table {path} does not exist") from None
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise HetcvError(f"{key}: cannot read {path}: {error}") from error
 
 
 def csv_source(options: dict) -> SourceData:
-    """Rows of a table (after ``query``); images named by an id (+ ``extension``) or a path."""
+    """Rows of a table (after ``query``); images named by an id (+ ``extension``) or a path.
+
+    Parameters
+    ----------
+    options : dict
+        The ``csv`` source config, keys as listed in :func:`load_source`.
+
+    Returns
+    -------
+    SourceData
+        Manifest ``sample_id`` (the id, or path, column as text), ``target`` and the
+        ``metadata_columns``; images are the files ``images / name``.
+
+    Raises
+    ------
+    HetcvError
+        For a missing table or column, or a ``query`` that fails or selects no row.
+    """
     table_path = Path(options["csv"])
     folder = Path(options["images"])
     table = read_table(table_path, "source.csv")
@@ -163,13 +264,44 @@ def csv_source(options: dict) -> SourceData:
 
 
 def file_source(manifest: pd.DataFrame, paths: list[Path]) -> SourceData:
+    """A source whose row ``i`` is decoded from the file ``paths[i]``.
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        ``sample_id``, ``target`` and any metadata columns, one row per file.
+    paths : list of Path
+        The image file of each manifest row, in order.
+
+    Returns
+    -------
+    SourceData
+        Reading with :func:`read_image_file`, naming each row by its path.
+    """
     return SourceData(
         manifest, lambda row: read_image_file(paths[row]), lambda row: str(paths[row]), paths
     )
 
 
 def folder_source(options: dict) -> SourceData:
-    """``root/<class>/<image>``: the target is the class index, ``class_name`` its folder."""
+    """``root/<class>/<image>``: the target is the class index, ``class_name`` its folder.
+
+    Parameters
+    ----------
+    options : dict
+        The ``folder`` source config (``root``; see :func:`load_source`).
+
+    Returns
+    -------
+    SourceData
+        Manifest ``sample_id`` (``<class>/<file name>``), ``target`` (int64 index of the class
+        folder in sorted order) and ``class_name``. Files without an image extension are skipped.
+
+    Raises
+    ------
+    HetcvError
+        When ``root`` is not a folder or its class sub-folders hold no image.
+    """
     root = Path(options["root"])
     if not root.is_dir():
         raise HetcvError(f"source.root: folder {root} does not exist")
@@ -192,7 +324,24 @@ def folder_source(options: dict) -> SourceData:
 
 
 def npz_source(options: dict) -> SourceData:
-    """MedMNIST's ``.npz``: ``{split}_images`` and ``{split}_labels`` for each chosen split."""
+    """MedMNIST's ``.npz``: ``{split}_images`` and ``{split}_labels`` for each chosen split.
+
+    Parameters
+    ----------
+    options : dict
+        ``path`` and optional ``splits``, as :func:`load_source` lists them.
+
+    Returns
+    -------
+    SourceData
+        The splits' images in order, read from the archive's arrays (no files). Manifest:
+        ``sample_id`` (``<split>-000000``…), ``target`` (the label) and ``split``.
+
+    Raises
+    ------
+    HetcvError
+        For a missing file or array, or labels with more than one column.
+    """
     path = Path(options["path"])
     if not path.is_file():
         raise HetcvError(f"source.path: file {path} does not exist")
@@ -241,6 +390,33 @@ def npz_source(options: dict) -> SourceData:
 
 
 def load_source(source: dict, seed: int) -> SourceData:
+    """The source a dataset's ``source`` config describes, by its ``kind``.
+
+    Parameters
+    ----------
+    source : dict
+        ``datasets.<name>.source``. ``kind`` picks the source and its keys:
+
+        - ``digits``: ``variant`` (one of :data:`DIGITS_VARIANTS`), ``digit`` (planted digit,
+          default 8), ``prevalence`` (``rare``), ``flip_rate`` (``noisy``).
+        - ``csv``: ``csv`` (table), ``images`` (folder), ``target_column``, ``id_column`` or
+          ``path_column``, optional ``extension``, ``query`` and ``metadata_columns``.
+        - ``folder``: ``root``, holding one sub-folder per class.
+        - ``npz``: ``path`` and optional ``splits`` (default all of :data:`NPZ_SPLITS`).
+    seed : int
+        The study's seed (used by ``digits`` only).
+
+    Returns
+    -------
+    SourceData
+        See :func:`digits_source`, :func:`csv_source`, :func:`folder_source` and
+        :func:`npz_source` for each kind's manifest columns.
+
+    Raises
+    ------
+    HetcvError
+        For an unsupported ``kind``, or any problem the kind's reader finds.
+    """
     kind = source["kind"]
     if kind == "digits":
         return digits_source(source, seed)
@@ -254,7 +430,19 @@ def load_source(source: dict, seed: int) -> SourceData:
 
 
 def source_has_subgroups(source: dict) -> bool:
-    """Whether the manifest will carry a ``subgroup`` column (known without reading images)."""
+    """Whether the manifest will carry a ``subgroup`` column (known without reading images).
+
+    Parameters
+    ----------
+    source : dict
+        A ``source`` config (see :func:`load_source`).
+
+    Returns
+    -------
+    bool
+        True for every digits variant except ``digitvalue``, and for sources listing
+        ``subgroup`` in ``metadata_columns``.
+    """
     if source["kind"] == "digits":
         return source["variant"] != "digitvalue"
     return "subgroup" in source.get("metadata_columns", [])
@@ -266,6 +454,21 @@ def count_samples(source: dict, seed: int) -> int:
     Runs while Snakemake parses the workflow (dry runs and every cluster job included), so it
     reads no image: the digits' labels, the table's rows, the folder listing, or for ``.npz``
     the headers of its arrays.
+
+    Parameters
+    ----------
+    source, seed
+        As for :func:`load_source`.
+
+    Returns
+    -------
+    int
+        The number of manifest rows the source gives.
+
+    Raises
+    ------
+    HetcvError
+        Whatever problem :func:`load_source` or :func:`npz_count` finds with the source.
     """
     if source["kind"] == "npz":
         return npz_count(source)
@@ -273,7 +476,23 @@ def count_samples(source: dict, seed: int) -> int:
 
 
 def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Shape of every array in an ``.npz`` archive, read from the ``.npy`` headers only."""
+    """Shape of every array in an ``.npz`` archive, read from the ``.npy`` headers only.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    dict of str to tuple of int
+        Array name (member name without ``.npy``) → shape.
+
+    Raises
+    ------
+    HetcvError
+        When the file cannot be read as an ``.npz`` archive.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             shapes = {}
@@ -292,7 +511,23 @@ def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def npz_count(options: dict) -> int:
-    """Images in the chosen splits of an ``.npz`` source, checked against their labels."""
+    """Images in the chosen splits of an ``.npz`` source, checked against their labels.
+
+    Parameters
+    ----------
+    options : dict
+        The ``npz`` source config: ``path`` and optional ``splits``.
+
+    Returns
+    -------
+    int
+        The total first dimension of the chosen ``{split}_images`` arrays.
+
+    Raises
+    ------
+    HetcvError
+        For a missing file or array, or a split whose image and label counts differ.
+    """
     path = Path(options["path"])
     if not path.is_file():
         raise HetcvError(f"source.path: file {path} does not exist")
@@ -312,6 +547,18 @@ def npz_count(options: dict) -> int:
 
 
 def read_dicom(path: Path) -> np.ndarray:
+    """A DICOM file's pixels: rescaled, VOI LUT or window applied, MONOCHROME1 inverted.
+
+    Parameters
+    ----------
+    path : Path
+        A DICOM file, as named in the source.
+
+    Returns
+    -------
+    ndarray of shape (H, W), float64
+        Not yet scaled to 8 bits (see :func:`to_uint8`).
+    """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -325,7 +572,24 @@ def read_dicom(path: Path) -> np.ndarray:
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    """Decode one image file into an array; one clear error when it cannot be read."""
+    """Decode one image file into an array; one clear error when it cannot be read.
+
+    Parameters
+    ----------
+    path : Path
+        A PNG, JPEG, TIFF, BMP or DICOM (``.dcm``) file.
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, 3)
+        The file's own dtype (uint8, uint16 …; float64 for DICOM); palette, alpha, CMYK
+        and YCbCr images converted to RGB.
+
+    Raises
+    ------
+    HetcvError
+        When the file does not exist or cannot be decoded.
+    """
     if not path.is_file():
         raise HetcvError(f"{path}: image file does not exist")
     try:
@@ -343,7 +607,18 @@ def read_image_file(path: Path) -> np.ndarray:
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """8-bit images as they are; anything else scaled to 0–255 by its own min and max."""
+    """8-bit images as they are; anything else scaled to 0–255 by its own min and max.
+
+    Parameters
+    ----------
+    pixels : ndarray of any shape and dtype
+        One image.
+
+    Returns
+    -------
+    ndarray of the same shape, uint8
+        All zeros when the image is constant.
+    """
     if pixels.dtype == np.uint8:
         return pixels
     pixels = pixels.astype(np.float64)
@@ -354,11 +629,38 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def is_colour(pixels: np.ndarray) -> bool:
+    """Whether a decoded image is colour: a last axis of 3 or 4 channels.
+
+    Parameters
+    ----------
+    pixels : ndarray of shape (H, W) or (H, W, C)
+        One image as the source's reader returns it.
+
+    Returns
+    -------
+    bool
+    """
     return pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
 
 
 def resized(pixels: np.ndarray, image_size: int, colour: bool) -> np.ndarray:
-    """One image as uint8 ``(S, S)`` or ``(3, S, S)``; grey ↔ colour converted as needed."""
+    """One image as uint8 ``(S, S)`` or ``(3, S, S)``; grey ↔ colour converted as needed.
+
+    Parameters
+    ----------
+    pixels : ndarray of shape (H, W) or (H, W, 3)
+        One decoded image, any dtype (scaled by :func:`to_uint8`).
+    image_size : int
+        The side ``S`` of the square output (bilinear resampling).
+    colour : bool
+        Whether the dataset is colour; grey images are then repeated over 3 channels and
+        colour images otherwise converted to grey by luminance.
+
+    Returns
+    -------
+    ndarray of shape (S, S) or (3, S, S), uint8
+        Channels first when ``colour``.
+    """
     image = Image.fromarray(to_uint8(pixels))
     image = image.convert("RGB" if colour else "L")
     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
@@ -371,6 +673,26 @@ def validate_manifest(manifest: pd.DataFrame, task: str, where: str) -> pd.DataF
 
     Classification labels that are not numbers are coded 0..C-1 in sorted order, the original
     kept as ``label``. ``where`` names the source in error messages.
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        A source's manifest: ``sample_id``, ``target`` and metadata columns.
+    task : {"classification", "regression"}
+        The dataset's task.
+    where : str
+        The source's name (see :func:`source_name`).
+
+    Returns
+    -------
+    DataFrame
+        A copy with a fresh index: ``target`` int64 (classification) or float64 (regression),
+        plus ``label`` when classes were coded.
+
+    Raises
+    ------
+    HetcvError
+        For a missing or duplicate id, a missing or non-numeric target, or a single class.
     """
     ids = manifest["sample_id"]
     if ids.isna().any():
@@ -406,7 +728,18 @@ def validate_manifest(manifest: pd.DataFrame, task: str, where: str) -> pd.DataF
 
 
 def source_name(source: dict) -> str:
-    """What error messages call the source: its table, folder or file."""
+    """What error messages call the source: its table, folder or file.
+
+    Parameters
+    ----------
+    source : dict
+        The dataset's ``source`` config.
+
+    Returns
+    -------
+    str
+        The ``csv``, ``root`` or ``path`` value, else ``source <kind>``.
+    """
     for key in ("csv", "root", "path"):
         if key in source:
             return str(source[key])
@@ -414,7 +747,18 @@ def source_name(source: dict) -> str:
 
 
 def check_files(data: SourceData) -> None:
-    """Every image file exists, checked before the first one is decoded."""
+    """Every image file exists, checked before the first one is decoded.
+
+    Parameters
+    ----------
+    data : SourceData
+        A loaded source; nothing is checked when its ``files`` is None.
+
+    Raises
+    ------
+    HetcvError
+        Naming the row, sample id and path of the first missing file.
+    """
     for row, path in enumerate(data.files or []):
         if not path.is_file():
             raise HetcvError(
@@ -423,13 +767,23 @@ def check_files(data: SourceData) -> None:
             )
 
 
-def run_prepare_job(
-    *, out_images: str, out_manifest: str, source: dict, task: str, image_size: int, seed: int
-) -> None:
-    """The prepare rule: stream every image into ``images.npy``; write ``manifest.parquet``."""
+def run_prepare_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The prepare rule: stream every image into ``images.npy``; write ``manifest.parquet``.
+
+    Parameters
+    ----------
+    inputs : dict
+        Unused: the source is named in ``params`` (it may be a folder, not one file).
+    outputs : dict
+        ``images`` (uint8 array of shape (n, size, size) or (n, 3, size, size)) and
+        ``manifest``.
+    params : dict
+        ``source`` (the dataset's source config), ``task``, ``image_size`` and ``seed``.
+    """
     from hetcv.io import atomic_path, write_parquet
 
-    data = load_source(source, seed)
+    source, task, image_size = params["source"], params["task"], params["image_size"]
+    data = load_source(source, params["seed"])
     manifest = validate_manifest(data.manifest, task, where=source_name(source))
     check_files(data)
     first = data.read_image(0)
@@ -439,7 +793,7 @@ def run_prepare_job(
         if colour
         else (len(manifest), image_size, image_size)
     )
-    with atomic_path(out_images) as temporary:
+    with atomic_path(outputs["images"]) as temporary:
         images = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         for row in range(len(manifest)):
             pixels = first if row == 0 else data.read_image(row)
@@ -449,4 +803,4 @@ def run_prepare_job(
                 raise HetcvError(f"{data.describe(row)}: cannot use image: {error}") from error
         images.flush()
         del images
-    write_parquet(manifest, out_manifest)
+    write_parquet(manifest, outputs["manifest"])

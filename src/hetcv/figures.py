@@ -36,15 +36,40 @@ VALIDITY_PANELS = {
 
 
 def new_figure(style: dict, columns: int = 1, rows: int = 1):
-    """A figure and its (rows, columns) axes. Figures are made without pyplot, so no backend
-    is chosen or needed, and none stays registered after it is saved."""
+    """A figure and its grid of axes, each panel ``style['width'] × style['height']`` inches.
+
+    Figures are made without pyplot, so no backend is chosen or needed, and none stays
+    registered after it is saved. Sets seaborn's ``whitegrid`` theme.
+
+    Parameters
+    ----------
+    style : dict
+        The ``report`` config section: ``dpi``, ``width``, ``height`` and ``palette``.
+    columns, rows : int, default 1
+        Shape of the panel grid.
+
+    Returns
+    -------
+    figure : Figure
+    axes : ndarray of Axes of shape (rows, columns)
+    """
     sns.set_theme(style="whitegrid", context="notebook")
     figure = Figure(figsize=(style["width"] * columns, style["height"] * rows))
     return figure, figure.subplots(rows, columns, squeeze=False)
 
 
 def save(figure: Figure, png: str, pdf: str, style: dict) -> None:
-    """Write the figure as PNG (at ``style['dpi']``) and PDF, atomically."""
+    """Write the figure as PNG (at ``style['dpi']``) and PDF, atomically, tightly cropped.
+
+    Parameters
+    ----------
+    figure : Figure
+        What to write.
+    png, pdf : str
+        Destination paths; each file's format is taken from its extension.
+    style : dict
+        Only ``dpi`` is read, for the PNG.
+    """
     for path, options in ((png, {"dpi": style["dpi"]}), (pdf, {})):
         with atomic_path(path) as temporary:
             figure.savefig(
@@ -53,16 +78,48 @@ def save(figure: Figure, png: str, pdf: str, style: dict) -> None:
 
 
 def metric_label(task: str) -> str:
-    """The plotted axis: accuracy, or for regression the paper's error NRMSE = 1 − metric."""
+    """The plotted axis: accuracy, or for regression the paper's error NRMSE = 1 − metric.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+        The dataset's task.
+
+    Returns
+    -------
+    label : str
+        ``"test accuracy"`` or ``"test NRMSE (1 − metric)"``.
+    """
     return "test accuracy" if task == "classification" else "test NRMSE (1 − metric)"
 
 
 def as_plotted(values, task: str):
-    """Accuracy for classification; the error NRMSE = 1 − metric for regression (the paper)."""
+    """Accuracy for classification; the error NRMSE = 1 − metric for regression (the paper).
+
+    Parameters
+    ----------
+    values : float, ndarray or Series
+        Metric values as stored (accuracy, or 1 − NRMSE).
+    task : {"classification", "regression"}
+        Whether to convert.
+
+    Returns
+    -------
+    plotted : same type as ``values``
+    """
     return values if task == "classification" else 1.0 - values
 
 
 def sample_size_axis(axis, sizes) -> None:
+    """Label the x axis with the sample sizes, placed at positions 0, 1, 2, ….
+
+    Parameters
+    ----------
+    axis : Axes
+        Panel whose x axis is labelled.
+    sizes : sequence of int
+        Sample sizes in plotting order.
+    """
     axis.set_xticks(range(len(sizes)), [str(n) for n in sizes])
     axis.set_xlabel("sample size n")
 
@@ -70,9 +127,23 @@ def sample_size_axis(axis, sizes) -> None:
 def cluster_bands(axis, rows, centre, low, high, style) -> dict:
     """One line per cluster across the sample sizes, with a shaded band.
 
-    ``centre``, ``low`` and ``high`` map a cluster's rows (sorted by n) to y values. Returns
-    the x position of each sample size. A cluster empty in every run at some n has no point
-    there, and its legend entry says so.
+    A cluster empty in every run at some n has no point there, and its legend entry says so.
+
+    Parameters
+    ----------
+    axis : Axes
+        Panel to draw into.
+    rows : DataFrame
+        Summary rows of one (algorithm, k): ``n, cluster`` and optionally ``empty_runs, runs``.
+    centre, low, high : callable
+        Map a cluster's rows (sorted by n) to y values: the line, and the band's two edges.
+    style : dict
+        Its ``palette`` colours the clusters.
+
+    Returns
+    -------
+    position : dict of int to int
+        The x position of each sample size.
     """
     sizes = sorted(rows["n"].unique())
     position = {n: i for i, n in enumerate(sizes)}
@@ -100,7 +171,32 @@ def cluster_bands(axis, rows, centre, low, high, style) -> dict:
 
 
 def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
-    """Per-cluster test metric vs sample size, CI bands, whole-set metric highlighted."""
+    """The paper's Figure 2: per-cluster test metric vs sample size, whole-set metric highlighted.
+
+    Each cluster is a line with its 95 % CI band; grey bars beside each n show where the
+    sorted cluster metrics fall under the permutation null; the thick blue line is the whole
+    held-out set's metric.
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        ``clusters.parquet``: ``metric, ci_low, ci_high, null_band_low, null_band_high``.
+    cv : DataFrame
+        ``cv.parquet``, read for the whole-set ``test_metric``.
+    selected : dict
+        The (algorithm, k) plotted; named in the title.
+    task : {"classification", "regression"}
+        Chooses accuracy or NRMSE; see `as_plotted`.
+    style : dict
+        The ``report`` config section; see `new_figure`.
+    dataset : str
+        Dataset name for the title.
+
+    Returns
+    -------
+    figure : Figure
+        One panel.
+    """
     figure, axes = new_figure(style)
     axis = axes[0, 0]
     position = cluster_bands(
@@ -143,7 +239,26 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
 
 
 def figure3(clusters, selected, style, dataset) -> Figure:
-    """Cluster sizes (% of the held-out samples) vs sample size, ± sd."""
+    """The paper's Figure 3: cluster sizes (% of the held-out samples) vs sample size, ± sd.
+
+    A dotted line marks equal sizes (100 / number of clusters).
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        ``clusters.parquet``; reads ``size_pct`` and ``size_pct_sd`` (a missing sd counts 0).
+    selected : dict
+        Which (algorithm, k) to show.
+    style : dict
+        Report style (`new_figure`); its palette colours the clusters.
+    dataset : str
+        Opens the title.
+
+    Returns
+    -------
+    figure : Figure
+        Sizes in percent, mean over folds and repeats.
+    """
     figure, axes = new_figure(style)
     axis = axes[0, 0]
     rows = select(clusters, selected)
@@ -163,7 +278,29 @@ def figure3(clusters, selected, style, dataset) -> Figure:
 
 
 def figure4(cv, selected, style, dataset) -> Figure:
-    """Raw and debiased CV vs sample size with their CIs, the null CV band and the guides."""
+    """The paper's Figure 4: raw and debiased CV vs sample size, against the noise floor.
+
+    Both CVs carry their 95 % bootstrap CIs; the grey area is the permutation-null CV up to
+    its 95th percentile; the background bands are the clinical-chemistry guide (Cui 1989)
+    and the dashed line the paper's 5 % guideline.
+
+    Parameters
+    ----------
+    cv : DataFrame
+        ``cv.parquet`` with ``cv``, ``debiased_cv``, their ``_ci_low`` / ``_ci_high``,
+        ``null_cv`` and ``null_cv_q95``.
+    selected : dict
+        Chooses the rows; only the selected clustering has the CIs.
+    style : dict
+        Panel size for `new_figure` (the guide bands have fixed colours).
+    dataset : str
+        Named in the title.
+
+    Returns
+    -------
+    figure : Figure
+        One panel, y axis in percent.
+    """
     figure, axes = new_figure(style)
     axis = axes[0, 0]
     rows = select(cv, selected).sort_values("n")
@@ -219,7 +356,32 @@ def figure4(cv, selected, style, dataset) -> Figure:
 
 
 def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
-    """Test metric vs CV: one point per sample size, faint points per fold, Pearson r."""
+    """The paper's Figure 5: test metric vs CV, one point per sample size, faint per fold.
+
+    The Pearson r and permutation p of every correlation level are printed in a corner.
+
+    Parameters
+    ----------
+    cv : DataFrame
+        ``cv.parquet``: ``n, cv, test_metric`` give the large, labelled points.
+    fold_cv : DataFrame
+        ``fold_cv.parquet``: one grey point per (n, fold).
+    correlation : DataFrame
+        ``correlation.parquet``: ``level, n_points, pearson, pearson_perm_p``.
+    selected : dict
+        The (algorithm, k) whose CV is plotted.
+    task : {"classification", "regression"}
+        y axis: accuracy, or NRMSE for regression.
+    style : dict
+        See `new_figure`.
+    dataset : str
+        Goes in the title.
+
+    Returns
+    -------
+    figure : Figure
+        CV (%) on x, the metric on y.
+    """
     figure, axes = new_figure(style)
     axis = axes[0, 0]
     folds = select(fold_cv, selected)
@@ -266,7 +428,25 @@ def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
 
 
 def figure_validity(validity, style, dataset) -> Figure:
-    """Cluster-number exploration: one panel per index, one line per algorithm (largest n)."""
+    """Cluster-number exploration: one panel per index, one line per algorithm (largest n).
+
+    Values are means over folds and repeats; an index missing for an algorithm (``fpc``
+    outside fuzzy c-means) leaves no line.
+
+    Parameters
+    ----------
+    validity : DataFrame
+        ``validity.parquet``: ``algorithm, k, n`` and the indices of `VALIDITY_PANELS`.
+    style : dict
+        Report style for a 3 × 2 grid of panels; ``palette`` colours the algorithms.
+    dataset : str
+        Used in the suptitle.
+
+    Returns
+    -------
+    figure : Figure
+        Six panels, k on every x axis.
+    """
     largest = validity["n"].max()
     rows = validity[validity["n"] == largest]
     figure, axes = new_figure(style, columns=3, rows=2)
@@ -293,9 +473,23 @@ def figure_validity(validity, style, dataset) -> Figure:
 
 
 def figure_scatter(points_by_n: dict, style, dataset, selected) -> Figure:
-    """2-D PCA of one fold per sample size, coloured by cluster, errors marked.
+    """2-D PCA of one fold per sample size, coloured by cluster, errors marked with ×.
 
-    ``points_by_n`` maps n to a DataFrame with ``pc1, pc2, cluster, error`` (bool).
+    Parameters
+    ----------
+    points_by_n : dict of int to DataFrame
+        Per n, fold 0's held-out samples with columns ``pc1, pc2, cluster, error`` (bool).
+    style : dict
+        Width and height per panel and the cluster palette (`new_figure`).
+    dataset : str
+        Shown in the suptitle with the clustering.
+    selected : dict
+        The clustering the labels come from, for the suptitle only.
+
+    Returns
+    -------
+    figure : Figure
+        One panel per sample size, in increasing n.
     """
     sizes = sorted(points_by_n)
     figure, axes = new_figure(style, columns=len(sizes))
@@ -330,11 +524,23 @@ def figure_scatter(points_by_n: dict, style, dataset, selected) -> Figure:
     return figure
 
 
-def figure_gallery(rows: list[dict], style, dataset, n: int) -> Figure:
-    """For each cluster: its most typical images and its worst errors.
+def figure_gallery(rows: list[dict], dataset: str, n: int) -> Figure:
+    """For each cluster: its most typical images (left) and its worst errors (right).
 
-    ``rows``: per cluster ``{"cluster", "metric", "size_pct", "typical": [images],
-    "worst": [images]}``, images as 2-D uint8 (grey) or ``(3, H, W)`` arrays.
+    Parameters
+    ----------
+    rows : list of dict
+        Per cluster ``{"cluster", "metric", "size_pct", "typical": [images],
+        "worst": [images]}``, images as 2-D uint8 (grey) or ``(3, H, W)`` arrays.
+    dataset : str
+        Title prefix.
+    n : int
+        Sample size the clusters come from, for the title.
+
+    Returns
+    -------
+    figure : Figure
+        One row of thumbnails per cluster.
     """
     per_side = max(max(len(r["typical"]), len(r["worst"])) for r in rows)
     figure = Figure(figsize=(0.9 * (2 * per_side + 1), 1.1 * len(rows) + 0.6))
@@ -361,6 +567,15 @@ def figure_gallery(rows: list[dict], style, dataset, n: int) -> Figure:
 
 
 def show_image(axis, image: np.ndarray) -> None:
+    """Draw one image: colour channels-last, greyscale on a fixed 0–255 grey map.
+
+    Parameters
+    ----------
+    axis : Axes
+        Target panel.
+    image : ndarray of shape (3, H, W) or (H, W)
+        uint8 pixels, channels first when in colour.
+    """
     if image.ndim == 3:
         axis.imshow(np.moveaxis(image, 0, -1))
     else:
@@ -370,7 +585,20 @@ def show_image(axis, image: np.ndarray) -> None:
 def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
     """Heat map of subgroup share (%) per cluster, one panel per sample size.
 
-    ``shares``: ``n, subgroup, cluster, share`` (percent of the cluster's samples).
+    Parameters
+    ----------
+    shares : DataFrame
+        ``n, subgroup, cluster, share`` (percent of the cluster's samples); absent
+        combinations are drawn as 0.
+    style : dict
+        Size of each heat-map panel; see `new_figure`.
+    dataset : str
+        Named in the suptitle.
+
+    Returns
+    -------
+    figure : Figure
+        Subgroups as rows and clusters as columns of each heat map.
     """
     sizes = sorted(shares["n"].unique())
     figure, axes = new_figure(style, columns=len(sizes))
@@ -408,8 +636,21 @@ VALIDATION_STYLES = {
 
 
 def size_rank_labels(table: pd.DataFrame) -> dict[int, str]:
-    """Sample sizes are ranked within each setting (``all`` differs between settings):
-    rank → ``n = 300`` or ``n = 1638–1797``."""
+    """Legend label of each sample-size rank.
+
+    Sample sizes are ranked within each setting (``all`` differs between settings):
+    rank → ``n = 300`` or ``n = 1638–1797``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Validation results with ``n`` and ``size_rank`` columns.
+
+    Returns
+    -------
+    labels : dict of int to str
+        Label of each rank, giving the range of n when settings differ.
+    """
     labels = {}
     for rank, sizes in table.groupby("size_rank")["n"]:
         low, high = sizes.min(), sizes.max()
@@ -418,7 +659,23 @@ def size_rank_labels(table: pd.DataFrame) -> dict[int, str]:
 
 
 def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
-    """The planted-subgroup benchmark: recovery AUROC per setting and the excess CV."""
+    """The planted-subgroup benchmark: recovery AUROC per setting and the excess CV.
+
+    Left: AUROC of the worst-cluster membership for the planted group, per method and sample
+    size; right: hetcv's excess CV per setting, starred where p < 0.05.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``setting, n, method`` (keys of `VALIDATION_STYLES`), ``auroc, excess_cv,
+        p_value``; the `NULL_SETTING` rows appear only in the right panel.
+    style : dict
+        Report style, for two panels side by side.
+
+    Returns
+    -------
+    figure : Figure
+    """
     table = table.assign(size_rank=table.groupby("setting")["n"].rank(method="dense").astype(int))
     figure, axes = new_figure(style, columns=2)
     settings = list(dict.fromkeys(table["setting"]))

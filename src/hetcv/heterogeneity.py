@@ -35,7 +35,22 @@ _NORMAL_QUANTILES = scipy_stats.norm.ppf((np.arange(100) + 0.5) / 100)
 
 @dataclass(frozen=True)
 class FoldPartitions:
-    """One held-out fold of one sample size, clustered R times."""
+    """One held-out fold of one sample size, clustered R times.
+
+    Attributes
+    ----------
+    score : ndarray of shape (n_samples,)
+        Per-sample score, float64: ``correct`` 0/1 (classification) or ``sq_error``
+        (regression).
+    labels : ndarray of shape (n_repeats, n_samples)
+        Integer cluster, 0..k-1, of each sample in each repeat; cluster numbers are aligned
+        across repeats.
+    groups : ndarray of shape (n_samples,) or None, default=None
+        Class of each sample; if given, permutations shuffle scores only within a class.
+    p_correct : ndarray of shape (n_samples,) or None, default=None
+        Calibrated probability, in [0, 1], that each prediction is right (for
+        `calibration_test`).
+    """
 
     score: np.ndarray  # (m,) float64: correct 0/1 (classification) or sq_error (regression)
     labels: np.ndarray  # (R, m) int, cluster of each sample in each repeat, 0..k-1
@@ -45,7 +60,27 @@ class FoldPartitions:
 
 @dataclass(frozen=True)
 class SampleSize:
-    """Every fold of one sample size, with what turns scores into cluster metrics."""
+    """Every fold of one sample size, with what turns scores into cluster metrics.
+
+    Validated on construction.
+
+    Attributes
+    ----------
+    folds : list of FoldPartitions
+        The held-out folds, all with the same number of repeats.
+    k : int
+        Number of clusters of every partition, at least 2.
+    task : {"classification", "regression"}
+        Decides the metric: accuracy or 1 − NRMSE.
+    normaliser : float, default=1.0
+        NRMSE normaliser of the dataset, > 0; 1.0 for classification.
+
+    Raises
+    ------
+    HetcvError
+        If ``task``, ``k`` or ``normaliser`` is invalid, there are no folds, the folds differ
+        in their number of repeats, or a fold's arrays have wrong shapes or values.
+    """
 
     folds: list[FoldPartitions]
     k: int
@@ -69,6 +104,7 @@ class SampleSize:
 
     @property
     def n_repeats(self) -> int:
+        """int : Number of repeats R, the same in every fold."""
         return int(np.shape(self.folds[0].labels)[0])
 
 
@@ -269,6 +305,24 @@ def _resample_counts(rng: np.random.Generator, rows: int, m: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RunMetrics:
+    """Per-cluster metrics of every (fold, repeat) run; returned by `run_metrics`.
+
+    Attributes
+    ----------
+    metric : ndarray of shape (n_folds, n_repeats, k)
+        Per-cluster metric of every run; NaN where the cluster is empty.
+    size : ndarray of shape (n_folds, n_repeats, k)
+        Cluster sizes (float).
+    cv : ndarray of shape (n_folds, n_repeats)
+        CV (%) of every run over its non-empty clusters.
+    raw_cv : float
+        The paper's CV: mean of ``cv`` over runs (runs with < 2 clusters left out).
+    cluster_metric : ndarray of shape (k,)
+        Metric of each cluster averaged over the runs in which it is non-empty.
+    n_empty_runs : int
+        Runs with at least one empty cluster.
+    """
+
     metric: np.ndarray  # (F, R, k) per-cluster metric of every run, NaN where empty
     size: np.ndarray  # (F, R, k) cluster sizes
     cv: np.ndarray  # (F, R) CV of every run over its non-empty clusters
@@ -278,7 +332,18 @@ class RunMetrics:
 
 
 def run_metrics(sample: SampleSize) -> RunMetrics:
-    """Per-cluster metrics of every (fold, repeat) run and the paper's averaged CV."""
+    """Compute the per-cluster metrics of every (fold, repeat) run and the paper's averaged CV.
+
+    Parameters
+    ----------
+    sample : SampleSize
+        Every fold's partitions and scores at one sample size.
+
+    Returns
+    -------
+    RunMetrics
+        Run metrics, cluster sizes, per-run CVs and their average.
+    """
     n, s1, s2 = np.concatenate(
         [
             _sums(
@@ -306,6 +371,50 @@ def run_metrics(sample: SampleSize) -> RunMetrics:
 
 @dataclass(frozen=True)
 class Heterogeneity:
+    """Raw and debiased CV, cluster metrics and Cochran's Q; returned by `heterogeneity`.
+
+    Intervals are 95 % and come from the fold bootstrap.
+
+    Attributes
+    ----------
+    raw_cv : float
+        The paper's CV (%), averaged over runs.
+    raw_cv_ci : tuple of (float, float)
+        Interval for the expected raw CV at this design (see `heterogeneity`).
+    cluster_metric : ndarray of shape (k,)
+        Metric of each cluster, averaged over the runs where the cluster exists.
+    cluster_metric_ci : ndarray of shape (k, 2)
+        Percentile interval (low, high) of each cluster metric.
+    debiased_cv : float
+        100·τ̃/mean metric (τ̃: mean-matched √τ²): CV of the true cluster metrics.
+    debiased_cv_ci : tuple of (float, float)
+        Interval for the debiased CV.
+    tau2 : float
+        Between-cluster variance of the metric, averaged over runs, untruncated.
+    q : float
+        Cochran's Q: sum over folds of the repeat-averaged Q.
+    q_df : float
+        Degrees of freedom of ``q``.
+    q_p_value : float
+        P-value of ``q`` against chi²(``q_df``).
+    i_squared : float
+        I² = max(0, (Q − df)/Q), the share of the spread that is real.
+    n_empty_runs : int
+        Runs with at least one empty cluster.
+    n_nonfinite_cv : int
+        Bootstrap replicates whose raw CV is not finite.
+    n_nonfinite_pooled : int
+        The same for the pooled CV behind the debiased CV's interval.
+    n_nonfinite_cluster : ndarray of shape (k,)
+        The same per cluster metric.
+    cv_replicates : ndarray of shape (n_boot,)
+        Raw CV of every replicate.
+    pooled_cv_replicates : ndarray of shape (n_boot,)
+        100·√mean s²(y) / mean metric of every replicate.
+    cluster_metric_replicates : ndarray of shape (n_boot, k)
+        Cluster metrics of every replicate.
+    """
+
     raw_cv: float  # the paper's CV, averaged over runs
     raw_cv_ci: tuple[float, float]  # for the expected raw CV at this design (see heterogeneity)
     cluster_metric: np.ndarray  # (k,) averaged over the runs where the cluster exists
@@ -329,6 +438,22 @@ class Heterogeneity:
 def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
     """Raw and debiased CV, cluster metrics, Cochran's Q and I², with fold-bootstrap CIs.
 
+    Parameters
+    ----------
+    sample : SampleSize
+        The folds and their repeated partitions at one sample size.
+    n_boot : int
+        Number of fold-bootstrap replicates.
+    seed : int
+        Seed of the resamples; fold f draws from ``SeedSequence(seed).spawn(n_folds)[f]``.
+
+    Returns
+    -------
+    Heterogeneity
+        Estimates, 95 % intervals, counts of non-finite replicates and the replicates.
+
+    Notes
+    -----
     **Fold bootstrap.** Each replicate resamples every fold's held-out samples once, with
     replacement (replicate b of fold f: row b of ``rng.integers(0, m, size=(rows, m))``, drawn
     in chunks of rows from ``SeedSequence(seed).spawn(F)[f]``), and reuses that resample for
@@ -476,6 +601,24 @@ def _expectation_interval(
 
 @dataclass(frozen=True)
 class PermutationNull:
+    """Observed averaged CV against its permutation null; returned by `permutation_null`.
+
+    Attributes
+    ----------
+    observed_cv : float
+        The paper's averaged CV (%).
+    null_cv : ndarray of shape (n_permutations,)
+        Averaged CV under each permutation.
+    p_value : float
+        (1 + #(null >= observed)) / (1 + P).
+    sorted_metric : ndarray of shape (k,)
+        Cluster metrics sorted ascending per run, then averaged over runs.
+    null_sorted_metric : ndarray of shape (n_permutations, k)
+        The same under each permutation.
+    n_empty_runs : int
+        Runs with at least one empty cluster.
+    """
+
     observed_cv: float  # the paper's averaged CV
     null_cv: np.ndarray  # (P,) averaged CV under each permutation
     p_value: float  # (1 + #(null >= observed)) / (1 + P)
@@ -493,6 +636,20 @@ def permutation_null(sample: SampleSize, n_permutations: int, seed: int) -> Perm
     clusters whose classes differ in accuracy are not mistaken for heterogeneity beyond the
     class mix. Cluster sizes are those of the partitions, so empty clusters stay empty;
     runs with an empty cluster contribute to the lower sorted ranks only.
+
+    Parameters
+    ----------
+    sample : SampleSize
+        The folds to test; a fold's ``groups``, if set, restrict the shuffles.
+    n_permutations : int
+        Number of permutations of every fold's scores.
+    seed : int
+        Seed of the permutations, spawned into one independent stream per fold.
+
+    Returns
+    -------
+    PermutationNull
+        Observed and null averaged CVs, the p-value and the sorted cluster metrics.
     """
     k, n_repeats = sample.k, sample.n_repeats
     cv = np.empty((1 + n_permutations, len(sample.folds), n_repeats))  # row 0: observed
@@ -549,6 +706,18 @@ def excess_cv(raw_cv: float, null_cv: np.ndarray) -> float:
 
     Chance and real between-cluster variation add as variances (E[CV²] ≈ CV²_true +
     CV²_chance), so they are subtracted on the squared scale, not on the CV scale.
+
+    Parameters
+    ----------
+    raw_cv : float
+        Observed (averaged) CV, in %.
+    null_cv : ndarray of shape (n_permutations,)
+        CV under each permutation, e.g. ``PermutationNull.null_cv``.
+
+    Returns
+    -------
+    excess : float
+        Excess CV in CV points (%), ≥ 0.
     """
     return float(np.sqrt(max(0.0, raw_cv**2 - np.mean(np.square(null_cv)))))
 
@@ -559,6 +728,18 @@ def excess_cv(raw_cv: float, null_cv: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class CalibrationTest:
+    """Confidence-calibrated test of uneven errors; returned by `calibration_test`.
+
+    Attributes
+    ----------
+    statistic : float
+        Pearson deviation of observed from predicted correct counts, averaged over runs.
+    null : ndarray of shape (n_draws,)
+        The statistic when correctness is drawn from ``p_correct``, one per draw.
+    p_value : float
+        (1 + #(null >= statistic)) / (1 + D).
+    """
+
     statistic: float  # Pearson deviation of observed from predicted correct counts, averaged
     null: np.ndarray  # (D,) the statistic when correctness is drawn from p_correct
     p_value: float  # (1 + #(null >= statistic)) / (1 + D)
@@ -573,6 +754,25 @@ def calibration_test(sample: SampleSize, n_draws: int, seed: int) -> Calibration
     folds × repeats. The null draws correctness from Bernoulli(p_correct), one draw per fold
     shared by its repeats, so clusters that the model itself expects to be harder (lower
     confidence) do not count as heterogeneity. Monte Carlo p-value as for permutations.
+
+    Parameters
+    ----------
+    sample : SampleSize
+        A classification sample whose every fold has ``p_correct``.
+    n_draws : int
+        Number of Bernoulli draws of the null.
+    seed : int
+        Seed of the draws (one stream per fold).
+
+    Returns
+    -------
+    CalibrationTest
+        Observed statistic, its null draws and the p-value.
+
+    Raises
+    ------
+    HetcvError
+        If the task is not classification or a fold lacks ``p_correct``.
     """
     if sample.task != "classification":
         raise HetcvError("the confidence-calibrated null needs a classification task")
@@ -617,7 +817,22 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 def fit_temperature(log_probabilities: np.ndarray, true_class: np.ndarray) -> float:
     """Temperature T minimising the NLL of softmax(log_probabilities / T) (Guo et al. 2017).
 
-    ``log_probabilities`` ``(m, C)``, ``true_class`` ``(m,)`` in 0..C-1.
+    Parameters
+    ----------
+    log_probabilities : ndarray of shape (n_samples, n_classes)
+        Log class probabilities (or logits) of the held-out samples, one column per class.
+    true_class : ndarray of shape (n_samples,)
+        True class of each sample: a column index of ``log_probabilities``.
+
+    Returns
+    -------
+    temperature : float
+        The fitted T, searched on the log scale within ``TEMPERATURE_BOUNDS``.
+
+    Raises
+    ------
+    HetcvError
+        If the shapes do not match, there are no samples, or a class is not a column index.
     """
     log_probabilities = np.asarray(log_probabilities, dtype=np.float64)
     true_class = np.asarray(true_class)
@@ -645,7 +860,20 @@ def fit_temperature(log_probabilities: np.ndarray, true_class: np.ndarray) -> fl
 
 
 def calibrated_p_correct(log_probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """``(m,)`` probability of the predicted (argmax) class after temperature scaling."""
+    """Return the probability of the predicted (argmax) class after temperature scaling.
+
+    Parameters
+    ----------
+    log_probabilities : ndarray of shape (n_samples, n_classes)
+        Log class probabilities (or logits) of each sample.
+    temperature : float
+        Temperature T > 0, e.g. from `fit_temperature`.
+
+    Returns
+    -------
+    p_correct : ndarray of shape (n_samples,)
+        Largest class probability of softmax(log_probabilities / T) per sample.
+    """
     scaled = np.asarray(log_probabilities, dtype=np.float64) / temperature
     # T > 0 keeps the argmax, so the predicted class's probability is the largest one.
     return np.exp(special.log_softmax(scaled, axis=1).max(axis=1))
@@ -654,8 +882,24 @@ def calibrated_p_correct(log_probabilities: np.ndarray, temperature: float) -> n
 def cross_fold_temperatures(folds: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
     """Fold f's temperature, fitted on the other folds' held-out predictions pooled.
 
-    ``folds``: per fold ``(log_probabilities (m, C), true_class (m,))``. Fitting on the fold
-    itself would let the calibration absorb the very errors the null is meant to test.
+    Fitting on the fold itself would let the calibration absorb the very errors the null is
+    meant to test.
+
+    Parameters
+    ----------
+    folds : list of tuple of (ndarray, ndarray)
+        Per fold, ``(log_probabilities, true_class)`` of its held-out samples, of shapes
+        (n_samples, n_classes) and (n_samples,); n_samples may differ between folds.
+
+    Returns
+    -------
+    temperatures : list of float
+        One temperature per fold, in the order of ``folds``.
+
+    Raises
+    ------
+    HetcvError
+        If there are fewer than two folds, or pooled arrays are invalid for `fit_temperature`.
     """
     if len(folds) < 2:
         raise HetcvError("cross-fold temperatures need at least two folds")
@@ -673,7 +917,18 @@ def cross_fold_temperatures(folds: list[tuple[np.ndarray, np.ndarray]]) -> list[
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (family-wise error); NaN entries pass through, uncounted."""
+    """Return Holm's step-down adjusted p-values (family-wise error).
+
+    Parameters
+    ----------
+    p_values : ndarray of shape (n_tests,)
+        Unadjusted p-values; NaN entries pass through and are not counted as tests.
+
+    Returns
+    -------
+    adjusted : ndarray of shape (n_tests,)
+        Adjusted p-values, capped at 1, in the input order.
+    """
     p_values = np.asarray(p_values, dtype=np.float64)
     adjusted = np.full_like(p_values, np.nan)
     tested = ~np.isnan(p_values)
@@ -691,6 +946,26 @@ def holm(p_values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WeakestCluster:
+    """Cross-fitted metric of the weakest cluster; returned by `weakest_cluster`.
+
+    Attributes
+    ----------
+    estimate : float
+        Cross-fitted metric of the cluster ranked worst.
+    ci : tuple of (float, float)
+        95 % percentile interval of the fold bootstrap.
+    cluster : int
+        The cluster ranked worst most often.
+    chosen_fraction : float
+        Share of the (fold, repeat, half) rankings that chose ``cluster``.
+    n_undefined : int
+        Rankings whose chosen cluster is empty in the other half (left out of the mean).
+    n_nonfinite : int
+        Bootstrap replicates that are not finite.
+    replicates : ndarray of shape (n_boot,)
+        The estimate in every bootstrap replicate.
+    """
+
     estimate: float  # cross-fitted metric of the cluster ranked worst
     ci: tuple[float, float]
     cluster: int  # the cluster ranked worst most often
@@ -715,6 +990,20 @@ def weakest_cluster(sample: SampleSize, n_boot: int, seed: int) -> WeakestCluste
     It is conservative: resampling adds noise to the ranking, and the interval covered the
     common accuracy in 99 % of simulated data sets under the null and the expected estimate in
     99.7–100 % with heterogeneous clusters.
+
+    Parameters
+    ----------
+    sample : SampleSize
+        Folds whose held-out samples are split into halves.
+    n_boot : int
+        Number of fold-bootstrap replicates for the interval.
+    seed : int
+        Seed of the half splits, tie-breaks and resamples.
+
+    Returns
+    -------
+    WeakestCluster
+        Estimate, interval, most-chosen cluster and counts of undefined values.
     """
     k, n_repeats, n_folds = sample.k, sample.n_repeats, len(sample.folds)
     seeds = _fold_seeds(seed, 2 * n_folds)

@@ -12,7 +12,21 @@ import pandas as pd
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    The parent folder is created; the temporary file is removed whether or not the block
+    succeeds, so a failed job never leaves a complete-looking ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final destination.
+
+    Yields
+    ------
+    temporary : Path
+        A hidden ``.{name}.tmp{pid}`` file in the same folder, to be written by the block.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.tmp{os.getpid()}")
@@ -24,11 +38,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``frame`` without its index, atomically."""
+    """Write ``frame`` as Parquet (pyarrow) without its index, atomically.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The table to write.
+    path : str or os.PathLike
+        Destination ``.parquet`` file; see `atomic_path`.
+    """
     with atomic_path(path) as temporary:
         frame.to_parquet(temporary, index=False, engine="pyarrow")
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``frame`` as CSV without its index, atomically.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Any table; its index is dropped.
+    path : str or os.PathLike
+        Destination ``.csv`` file, replaced only once fully written.
+    """
     with atomic_path(path) as temporary:
         frame.to_csv(temporary, index=False)

@@ -61,7 +61,13 @@ VGG16_LAYERS = (
 
 
 def init_conv_and_norm(model: nn.Module) -> None:
-    """torchvision's initialisation: He (fan-out) convolutions, unit-scale norms, zero biases."""
+    """Apply torchvision's initialisation: He (fan-out) convs, unit-scale norms, zero biases.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Initialised in place: every ``Conv2d`` and ``BatchNorm2d`` among its modules.
+    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -73,7 +79,18 @@ def init_conv_and_norm(model: nn.Module) -> None:
 
 
 class BasicBlock(nn.Module):
-    """ResNet's two-convolution residual block."""
+    """ResNet's two-convolution residual block (3×3 convolutions with batch norm).
+
+    Parameters
+    ----------
+    inplanes : int
+        Input channels.
+    planes : int
+        Output channels of both convolutions.
+    stride : int
+        Stride of the first convolution; a 1×1 projection shortcut is added when the stride
+        or the channel count changes.
+    """
 
     def __init__(self, inplanes: int, planes: int, stride: int):
         super().__init__()
@@ -89,13 +106,27 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the block and add the (projected) input.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, inplanes, H, W)
+
+        Returns
+        -------
+        out : Tensor of shape (B, planes, ceil(H / stride), ceil(W / stride))
+        """
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
 class ResNet18Back(nn.Module):
-    """ResNet18 (He et al. 2016) without its classifier: ``(B, 3, H, W)`` → ``(B, 512)``."""
+    """ResNet18 (He et al. 2016) without its classifier: ``(B, 3, H, W)`` → ``(B, 512)``.
+
+    Takes no parameters; module names (``conv1``, ``layer1`` … ``layer4``) follow
+    torchvision so its state dicts load.
+    """
 
     def __init__(self):
         super().__init__()
@@ -114,13 +145,30 @@ class ResNet18Back(nn.Module):
         init_conv_and_norm(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Extract globally average-pooled features.
+
+        Parameters
+        ----------
+        x : Tensor of shape (B, 3, H, W)
+            Normalised images.
+
+        Returns
+        -------
+        features : Tensor of shape (B, 512)
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
 
 def vgg16_features() -> nn.Sequential:
-    """VGG16's convolutional part (configuration D, Simonyan & Zisserman 2015)."""
+    """VGG16's convolutional part (configuration D, Simonyan & Zisserman 2015).
+
+    Returns
+    -------
+    features : nn.Sequential
+        Maps ``(B, 3, H, W)`` to ``(B, 512, H // 32, W // 32)``; initialised as torchvision.
+    """
     layers: list[nn.Module] = []
     channels = 3
     for width in VGG16_LAYERS:
@@ -135,8 +183,19 @@ def vgg16_features() -> nn.Sequential:
 
 
 def back_model(arch: str) -> nn.Module:
-    """The back model with torchvision's parameter names (ResNet18 bare, VGG16 under
-    ``features``), so that torchvision state dicts load into it."""
+    """The back model with torchvision's parameter names, so torchvision state dicts load.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "vgg16"}
+        Architecture; anything but ``"resnet18"`` gives VGG16.
+
+    Returns
+    -------
+    model : nn.Module
+        `ResNet18Back`, or for VGG16 a bare container whose ``features`` is
+        `vgg16_features` (no pooling or forward: `build_model` adds them).
+    """
     if arch == "resnet18":
         return ResNet18Back()
     vgg = nn.Module()
@@ -145,7 +204,15 @@ def back_model(arch: str) -> nn.Module:
 
 
 class BackTopNet(nn.Module):
-    """A back model (``(B, 3, H, W)`` → ``(B, 512)``) followed by a top model (→ outputs)."""
+    """A back model (``(B, 3, H, W)`` → ``(B, 512)``) followed by a top model (→ outputs).
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        Feature extractor, images to ``(B, 512)``.
+    head : nn.Module
+        Top model, ``(B, 512)`` to ``(B, n_outputs)``; see `make_head`.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -153,12 +220,39 @@ class BackTopNet(nn.Module):
         self.head = head
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(outputs (B, n_outputs), features (B, 512))``."""
+        """Predict and return the features the predictions were made from.
+
+        Parameters
+        ----------
+        images : Tensor of shape (B, 3, H, W)
+
+        Returns
+        -------
+        outputs : Tensor of shape (B, n_outputs)
+            Logits (classification) or standardised predictions (regression).
+        features : Tensor of shape (B, 512)
+            Back-model features, as clustered downstream.
+        """
         features = self.backbone(images)
         return self.head(features), features
 
 
 def make_head(arch: str, n_outputs: int) -> nn.Module:
+    """A freshly initialised top model for ``arch``.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "vgg16"}
+        ``"resnet18"``: one linear layer (PSP-plate model); otherwise the 4-layer fully
+        connected network 512-256-128-64 with ReLU and dropout 0.5 (bone-age model).
+    n_outputs : int
+        Number of outputs (classes, or 1 for regression).
+
+    Returns
+    -------
+    head : nn.Module
+        Maps ``(B, 512)`` to ``(B, n_outputs)``.
+    """
     if arch == "resnet18":
         return nn.Linear(FEATURE_DIM, n_outputs)
     return nn.Sequential(
@@ -175,13 +269,40 @@ def make_head(arch: str, n_outputs: int) -> nn.Module:
 
 
 def imagenet_cache_path(arch: str) -> Path:
-    """Where torchvision (and hetcv) look for, and download, the ImageNet weights of ``arch``."""
+    """Where torchvision (and hetcv) look for, and download, the ImageNet weights of ``arch``.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "vgg16"}
+        Architecture.
+
+    Returns
+    -------
+    path : Path
+        ``<torch hub dir>/checkpoints/<file name of the download URL>``.
+    """
     filename = Path(urlparse(IMAGENET_URLS[arch]).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights from the torch hub cache, downloading them when they are missing."""
+    """ImageNet weights from the torch hub cache, downloading them when they are missing.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "vgg16"}
+        Architecture whose IMAGENET1K_V1 weights to load.
+
+    Returns
+    -------
+    state : dict of str to Tensor
+        torchvision's state dict, on the CPU, classifier included.
+
+    Raises
+    ------
+    HetcvError
+        If the weights are not cached and cannot be downloaded.
+    """
     url = IMAGENET_URLS[arch]
     path = imagenet_cache_path(arch)
     try:
@@ -195,6 +316,23 @@ def load_imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from a checkpoint file (tensors only, ``weights_only=True``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``torch.save`` file holding a state dict, bare or under a ``state_dict`` key.
+
+    Returns
+    -------
+    state : dict of str to Tensor
+        Loaded on the CPU.
+
+    Raises
+    ------
+    HetcvError
+        If the file is missing, unreadable, or holds no state dict.
+    """
     if not Path(path).is_file():
         raise HetcvError(f"pretrained: checkpoint file {path} does not exist")
     try:
@@ -209,7 +347,24 @@ def load_checkpoint_state_dict(path: str | os.PathLike) -> dict[str, torch.Tenso
 
 
 def load_backbone_weights(base: nn.Module, arch: str, state: dict, origin: str) -> None:
-    """Load a torchvision ``state`` into a back model; only its classifier may differ."""
+    """Load a torchvision ``state`` into a back model; only its classifier may differ.
+
+    Parameters
+    ----------
+    base : nn.Module
+        A model from `back_model`, updated in place.
+    arch : {"resnet18", "vgg16"}
+        Its architecture, which names the classifier keys to ignore.
+    state : dict of str to Tensor
+        torchvision-named weights.
+    origin : str
+        Where ``state`` came from, for the error message.
+
+    Raises
+    ------
+    HetcvError
+        If any non-classifier key is missing from or unexpected in ``state``.
+    """
     result = base.load_state_dict(state, strict=False)
     prefix = CLASSIFIER_PREFIX[arch]
     missing = [key for key in result.missing_keys if not key.startswith(prefix)]
@@ -220,7 +375,26 @@ def load_backbone_weights(base: nn.Module, arch: str, state: dict, origin: str) 
 
 
 def build_model(arch: str, n_outputs: int, pretrained: str) -> BackTopNet:
-    """A back model with the requested weights and a freshly initialised head."""
+    """A back model with the requested weights and a freshly initialised head.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "vgg16"}
+        Architecture; VGG16 gets a global average pool so both give 512-d features.
+    n_outputs : int
+        Outputs of the head.
+    pretrained : str
+        ``"none"``, ``"imagenet"`` or the path of a torchvision checkpoint (module doc).
+
+    Returns
+    -------
+    model : BackTopNet
+
+    Raises
+    ------
+    HetcvError
+        If ``arch`` is unknown or the requested weights cannot be loaded or do not fit.
+    """
     if arch not in ARCHITECTURES:
         raise HetcvError(f"model: unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
     base = back_model(arch)

@@ -1,4 +1,7 @@
-"""Edges of the reporting rules: read the summaries, write tables, figures and exports."""
+"""Edges of the reporting rules: read the summaries, write tables, figures and exports.
+
+Every job here has the signature of :mod:`hetcv.jobs`: ``run_x_job(inputs, outputs, params)``.
+"""
 
 from __future__ import annotations
 
@@ -6,214 +9,190 @@ import numpy as np
 import pandas as pd
 
 from hetcv import figures, tables
-from hetcv.cluster import pca_scores
-from hetcv.columns import FEATURE_COLUMNS
 from hetcv.io import atomic_path
-from hetcv.verdict import dataset_verdict
+from hetcv.pictures import gallery_samples, scatter_points
+from hetcv.subgroups import subgroup_shares
+from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict
 
-GALLERY_IMAGES = 8
-
-
-def read_summaries(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Each declared summary table, by name (``cv``, ``clusters`` …)."""
-    return {name: pd.read_parquet(path) for name, path in paths.items()}
+VERDICT_TABLES = ("cv", "cluster_stats", "correlation", "subgroups")
 
 
-def run_tables_job(
-    *, summary: dict[str, str], out: dict, dataset: str, task: str, selected: dict
-) -> None:
-    """``summary`` maps ``cv``, ``clusters`` and ``table1`` to their summary files."""
-    summary = read_summaries(summary)
-    caption = f"{dataset}, {selected['algorithm']} with k = {selected['k']}"
+def read_tables(paths: dict[str, str], names) -> dict[str, pd.DataFrame]:
+    """The Parquet files ``paths[name]`` for each of ``names``, read, by name."""
+    return {name: pd.read_parquet(paths[name]) for name in names}
+
+
+def save_figures(made: dict, outputs: dict, style: dict) -> None:
+    """Write each figure of ``made`` to its ``{name}_png`` and ``{name}_pdf`` outputs."""
+    for name, figure in made.items():
+        figures.save(figure, outputs[f"{name}_png"], outputs[f"{name}_pdf"], style)
+
+
+def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The tables rule: Tables 1 and 2 and the CV table, each as CSV, Markdown and LaTeX.
+
+    Parameters
+    ----------
+    inputs : dict
+        The summary tables ``cv``, ``cluster_stats`` and ``cluster_pairs``.
+    outputs : dict
+        ``{table1,table2,cv}_{csv,md,tex}``.
+    params : dict
+        ``dataset``, ``task`` and ``selected`` (``algorithm``, ``k``).
+    """
+    summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs"))
+    selected = params["selected"]
+    caption = f"{params['dataset']}, {selected['algorithm']} with k = {selected['k']}"
     for name, table, title in (
         (
             "table1",
-            tables.table1(summary["table1"], selected),
+            tables.table1(summary["cluster_pairs"], selected),
             "Table 1: centroid and closest-point Euclidean distances between clusters (PCA space)",
         ),
         (
             "table2",
-            tables.table2(summary["clusters"], selected),
+            tables.table2(summary["cluster_stats"], selected),
             "Table 2: Euclidean distance between each cluster's centroid and its points",
         ),
         (
             "cv",
-            tables.cv_table(summary["cv"], selected, task),
+            tables.cv_table(summary["cv"], selected, params["task"]),
             "Raw and debiased coefficient of variation of the cluster metrics, with the tests",
         ),
     ):
-        tables.write_table(
-            table, out[f"{name}_csv"], out[f"{name}_md"], out[f"{name}_tex"], f"{title}; {caption}."
-        )
+        paths = [outputs[f"{name}_{extension}"] for extension in ("csv", "md", "tex")]
+        tables.write_table(table, *paths, f"{title}; {caption}.")
 
 
-def run_figures_job(
-    *, summary: dict[str, str], out: dict, dataset: str, task: str, selected: dict, style: dict
-) -> None:
-    """``summary`` maps ``cv``, ``clusters``, ``fold_cv``, ``correlation`` and ``validity``
-    to their summary files."""
-    summary = read_summaries(summary)
-    clusters, cv = summary["clusters"], summary["cv"]
+def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The figures rule: Figures 2–5 and the cluster-number exploration (``validity``).
+
+    Parameters
+    ----------
+    inputs : dict
+        The summary tables ``cv``, ``cluster_stats``, ``fold_cv``, ``correlation`` and
+        ``validity``.
+    outputs : dict
+        ``{fig2,fig3,fig4,fig5,validity}_{png,pdf}``.
+    params : dict
+        ``dataset``, ``task``, ``selected`` and ``style`` (the ``report`` config).
+    """
+    summary = read_tables(inputs, ("cv", "cluster_stats", "fold_cv", "correlation", "validity"))
+    dataset, task, selected, style = (params[k] for k in ("dataset", "task", "selected", "style"))
+    clusters, cv = summary["cluster_stats"], summary["cv"]
     made = {
         "fig2": figures.figure2(clusters, cv, selected, task, style, dataset),
         "fig3": figures.figure3(clusters, selected, style, dataset),
         "fig4": figures.figure4(cv, selected, style, dataset),
         "fig5": figures.figure5(
-            cv,
-            summary["fold_cv"],
-            summary["correlation"],
-            selected,
-            task,
-            style,
-            dataset,
+            cv, summary["fold_cv"], summary["correlation"], selected, task, style, dataset
         ),
         "validity": figures.figure_validity(summary["validity"], style, dataset),
     }
-    for name, figure in made.items():
-        figures.save(figure, out[f"{name}_png"], out[f"{name}_pdf"], style)
+    save_figures(made, outputs, params["style"])
 
 
-def error_flags(table: pd.DataFrame, task: str) -> np.ndarray:
-    """Classification: wrong predictions; regression: the worst 10 % squared errors."""
-    if task == "classification":
-        return ~table["correct"].to_numpy(dtype=bool)
-    return table["sq_error"].to_numpy() >= np.quantile(table["sq_error"], 0.9)
+def run_pictures_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The cluster_pictures rule: the PCA scatter (fold 0 per n) and the galleries (largest n).
 
-
-def run_pictures_job(
-    *,
-    export: str,
-    first_folds: list[str],
-    images: str,
-    manifest: str,
-    clusters: str,
-    out: dict,
-    dataset: str,
-    task: str,
-    selected: dict,
-    pca_components: int,
-    style: dict,
-    seed: int,
-) -> None:
-    """PCA scatter (fold 0 per n) and cluster gallery (largest n)."""
-    per_sample = pd.read_csv(export)
+    Parameters
+    ----------
+    inputs : dict
+        ``export`` (``clusters_per_sample.csv``), ``first_folds`` (fold 0's features per n),
+        ``images``, ``manifest`` and ``cluster_stats`` (the summary table).
+    outputs : dict
+        ``{scatter,gallery}_{png,pdf}``.
+    params : dict
+        ``dataset``, ``task``, ``selected``, ``style``, ``pca_components`` and ``seed``.
+    """
+    dataset, task, selected, style = (params[k] for k in ("dataset", "task", "selected", "style"))
+    per_sample = pd.read_csv(inputs["export"])
     points_by_n = {}
-    for path in first_folds:
+    for path in inputs["first_folds"]:
         fold = pd.read_parquet(path)
         n = int(fold["n"].iloc[0])
-        coordinates = pca_scores(fold[FEATURE_COLUMNS].to_numpy(), max(2, pca_components), seed)
-        labels = per_sample[(per_sample["n"] == n) & (per_sample["fold"] == 0)]
-        labels = labels.set_index("sample_id").loc[fold["sample_id"], "cluster"].to_numpy()
-        points_by_n[n] = pd.DataFrame(
-            {
-                "pc1": coordinates[:, 0],
-                "pc2": coordinates[:, 1],
-                "cluster": labels,
-                "error": error_flags(fold, task),
-            }
+        at_fold0 = per_sample[(per_sample["n"] == n) & (per_sample["fold"] == 0)]
+        points_by_n[n] = scatter_points(
+            fold, at_fold0, task, params["pca_components"], params["seed"]
         )
-    figures.save(
-        figures.figure_scatter(points_by_n, style, dataset, selected),
-        out["scatter_png"],
-        out["scatter_pdf"],
-        style,
+
+    largest = int(per_sample["n"].max())
+    pixels = np.load(inputs["images"], mmap_mode="r")
+    row_of = pd.Series(
+        np.arange(len(pixels)), index=pd.read_parquet(inputs["manifest"])["sample_id"]
     )
-
-    pixels = np.load(images, mmap_mode="r")
-    table = pd.read_parquet(manifest)
-    row_of = pd.Series(np.arange(len(table)), index=table["sample_id"])
-    largest = per_sample["n"].max()
-    at_largest = per_sample[per_sample["n"] == largest].assign(error=lambda t: error_flags(t, task))
-    cluster_stats = tables.select(pd.read_parquet(clusters), selected)
-    cluster_stats = cluster_stats[cluster_stats["n"] == largest].set_index("cluster")
-    rows = []
-    for cluster, members in at_largest.groupby("cluster"):
-        typical = members.sort_values("membership", ascending=False).head(GALLERY_IMAGES)
-        errors = members[members["error"]]
-        worst = (
-            errors.sort_values("membership", ascending=False)
-            if task == "classification"
-            else errors.sort_values("sq_error", ascending=False)
-        ).head(GALLERY_IMAGES)
-        rows.append(
-            {
-                "cluster": cluster,
-                "metric": cluster_stats.loc[cluster, "metric"],
-                "size_pct": cluster_stats.loc[cluster, "size_pct"],
-                "typical": [pixels[row_of[s]] for s in typical["sample_id"]],
-                "worst": [pixels[row_of[s]] for s in worst["sample_id"]],
-            }
-        )
-    figures.save(
-        figures.figure_gallery(rows, style, dataset, largest),
-        out["gallery_png"],
-        out["gallery_pdf"],
-        style,
-    )
-
-
-def run_subgroups_job(
-    *,
-    export: str,
-    manifest: str,
-    out: dict,
-    dataset: str,
-    task: str,
-    selected: dict,
-    style: dict,
-) -> None:
-    """Heat map of the share of each subgroup in each consensus cluster, per sample size."""
-    per_sample = pd.read_csv(export)
-    subgroup = pd.read_parquet(manifest).set_index("sample_id")["subgroup"]
-    labelled = per_sample.assign(subgroup=subgroup.loc[per_sample["sample_id"]].to_numpy())
-    counts = labelled.groupby(["n", "cluster", "subgroup"]).size().rename("count").reset_index()
-    counts["share"] = (
-        100 * counts["count"] / counts.groupby(["n", "cluster"])["count"].transform("sum")
-    )
-    figures.save(
-        figures.figure_subgroups(counts, style, dataset),
-        out["subgroups_png"],
-        out["subgroups_pdf"],
-        style,
-    )
-
-
-def run_summary_md_job(
-    *, summaries: dict[str, dict[str, str]], out: str, datasets: dict, selected: dict
-) -> None:
-    """``summaries`` maps dataset to its ``cv``, ``clusters``, ``correlation`` and
-    ``subgroups`` files; ``datasets`` maps it to its task."""
-    parts = [
-        "# hetcv: heterogeneity verdicts",
-        "",
-        "CV = coefficient of variation of the per-cluster test metric (%). The raw CV (the "
-        "paper's) mixes two things: real differences between the clusters and the sampling "
-        "noise of small clusters (for accuracy a and m samples a cluster, about "
-        "√((1 − a)/(a·m)) on its own). The debiased CV removes the noise (method of moments, "
-        "as in meta-analysis); I² is the share of the spread that is real. p (Holm): "
-        "permutation test of the raw CV, adjusted over the sample sizes. p calibrated: "
-        "are the errors more uneven over the clusters than the model's own (temperature-"
-        "scaled) confidence predicts? A model's errors always gather on hard images, so the "
-        "first test is nearly always significant with enough data; the second asks whether "
-        "a cluster fails beyond what the model knows about it. Guide: CV < 10 % very good, "
-        "10–20 good, 20–30 acceptable, > 30 not acceptable (clinical chemistry, quoted by "
-        "the paper); the paper recommends CV < 5 %.",
-        "",
+    stats = tables.select(pd.read_parquet(inputs["cluster_stats"]), selected)
+    stats = stats[stats["n"] == largest].set_index("cluster")
+    gallery = [
+        {
+            "cluster": cluster,
+            "metric": stats.loc[cluster, "metric"],
+            "size_pct": stats.loc[cluster, "size_pct"],
+            "typical": [pixels[row_of[sample]] for sample in typical],
+            "worst": [pixels[row_of[sample]] for sample in worst],
+        }
+        for cluster, (typical, worst) in gallery_samples(
+            per_sample[per_sample["n"] == largest], task
+        ).items()
     ]
-    for dataset, paths in summaries.items():
-        summary = read_summaries(paths)
-        parts.append(
-            dataset_verdict(
-                dataset,
-                datasets[dataset],
-                *(summary[name] for name in ("cv", "clusters", "correlation", "subgroups")),
-                selected,
-            )
-        )
-    with atomic_path(out) as path:
+    made = {
+        "scatter": figures.figure_scatter(points_by_n, style, dataset, selected),
+        "gallery": figures.figure_gallery(gallery, dataset, largest),
+    }
+    save_figures(made, outputs, style)
+
+
+def run_subgroups_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The subgroup_heatmap rule: each subgroup's share of each consensus cluster, per n.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``export`` (``clusters_per_sample.csv``) and ``manifest`` (with ``subgroup``).
+    outputs : dict
+        ``subgroups_png`` and ``subgroups_pdf``.
+    params : dict
+        ``dataset``, ``style`` (and the reporting keys it ignores).
+    """
+    subgroup = pd.read_parquet(inputs["manifest"]).set_index("sample_id")["subgroup"]
+    shares = subgroup_shares(pd.read_csv(inputs["export"]), subgroup)
+    made = {"subgroups": figures.figure_subgroups(shares, params["style"], params["dataset"])}
+    save_figures(made, outputs, params["style"])
+
+
+def run_summary_md_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The summary_md rule: ``results/summary.md``, the verdict of every dataset.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``{dataset}_{table}`` for each dataset and each of :data:`VERDICT_TABLES`.
+    outputs : dict
+        ``summary``.
+    params : dict
+        ``datasets`` (dataset → task) and ``selected``.
+    """
+    parts = [SUMMARY_INTRODUCTION]
+    for dataset, task in params["datasets"].items():
+        paths = {table: inputs[f"{dataset}_{table}"] for table in VERDICT_TABLES}
+        summary = read_tables(paths, VERDICT_TABLES)
+        verdict_tables = (summary[table] for table in VERDICT_TABLES)
+        parts.append(dataset_verdict(dataset, task, *verdict_tables, params["selected"]))
+    with atomic_path(outputs["summary"]) as path:
         path.write_text("\n".join(parts))
 
 
-def run_validation_figure_job(*, table: str, out_png: str, out_pdf: str, style: dict) -> None:
-    figure = figures.figure_validation(pd.read_csv(table), style)
-    figures.save(figure, out_png, out_pdf, style)
+def run_validation_figure_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The validation_figure rule: the planted-subgroup benchmark's figure.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``table`` (``results/validation/table.csv``).
+    outputs : dict
+        ``png`` and ``pdf``.
+    params : dict
+        ``style``.
+    """
+    figure = figures.figure_validation(pd.read_csv(inputs["table"]), params["style"])
+    figures.save(figure, outputs["png"], outputs["pdf"], params["style"])

@@ -18,7 +18,20 @@ REGRESSION_BINS = 10
 
 
 def resolve_sample_size(size: int | str, total: int) -> int:
-    """An integer sample size from an integer or ``half`` / ``all`` of ``total`` samples."""
+    """An integer sample size from an integer or ``half`` / ``all`` of ``total`` samples.
+
+    Parameters
+    ----------
+    size : int or {"half", "all"}
+        One entry of ``datasets.<name>.sample_sizes``.
+    total : int
+        The dataset's number of samples.
+
+    Returns
+    -------
+    int
+        ``total // 2`` for ``half``, ``total`` for ``all``, else ``int(size)`` (unchecked).
+    """
     if size == "all":
         return total
     if size == "half":
@@ -27,7 +40,29 @@ def resolve_sample_size(size: int | str, total: int) -> int:
 
 
 def resolve_sample_sizes(sizes: list, total: int, folds: int, key: str) -> list[int]:
-    """Resolve and check ``datasets.<name>.sample_sizes``; ``key`` names it in errors."""
+    """Resolve and check ``datasets.<name>.sample_sizes``; ``key`` names it in errors.
+
+    Parameters
+    ----------
+    sizes : list of int or str
+        The configured sizes (see :func:`resolve_sample_size`).
+    total : int
+        The dataset's number of samples.
+    folds : int
+        The number of folds; every size needs at least two samples per fold.
+    key : str
+        The config key quoted in errors.
+
+    Returns
+    -------
+    list of int
+        The resolved sizes, ascending.
+
+    Raises
+    ------
+    HetcvError
+        For a size above ``total`` or below ``2 * folds``, or two entries resolving alike.
+    """
     resolved = [resolve_sample_size(size, total) for size in sizes]
     for size, n in zip(sizes, resolved, strict=True):
         if n > total:
@@ -40,7 +75,21 @@ def resolve_sample_sizes(sizes: list, total: int, folds: int, key: str) -> list[
 
 
 def strata(target: np.ndarray, task: str, bins: int = REGRESSION_BINS) -> np.ndarray:
-    """Stratum of each sample: the class, or the target's quantile bin for regression."""
+    """Stratum of each sample: the class, or the target's quantile bin for regression.
+
+    Parameters
+    ----------
+    target : ndarray of shape (n,)
+        Class labels or regression values.
+    task : {"classification", "regression"}
+    bins : int, default=REGRESSION_BINS
+        Quantile bins for regression (fewer where quantiles coincide).
+
+    Returns
+    -------
+    ndarray of shape (n,), int
+        Stratum codes from 0 (classes in sorted order, or bins from the lowest).
+    """
     if task == "classification":
         return np.unique(target, return_inverse=True)[1]
     return pd.qcut(target, q=bins, labels=False, duplicates="drop").astype(np.int64)
@@ -51,6 +100,18 @@ def nested_order(stratum: np.ndarray, seed: int) -> np.ndarray:
 
     Member ``j`` (random order) of a stratum of size ``m`` gets the key ``(j + u) / m`` with a
     random offset ``u`` per stratum; sorting by key interleaves the strata in proportion.
+
+    Parameters
+    ----------
+    stratum : ndarray of shape (n,), int
+        Each sample's stratum (see :func:`strata`).
+    seed : int
+        Seeds the within-stratum orders, offsets and tie-breaks.
+
+    Returns
+    -------
+    ndarray of shape (n,), int
+        The sample indices in nested-sample order.
     """
     rng = np.random.default_rng(seed)
     key = np.empty(len(stratum), dtype=np.float64)
@@ -68,6 +129,29 @@ def make_split(
 
     ``order_seed`` must not depend on ``n`` (that is what makes the samples nested);
     ``fold_seed`` may. Returns ``index`` (row in the manifest) and ``fold``, sorted by index.
+
+    Parameters
+    ----------
+    target : ndarray of shape (n_total,)
+        The manifest's targets.
+    task : {"classification", "regression"}
+    n : int
+        The sample size.
+    folds : int
+        The number of stratified folds.
+    order_seed, fold_seed : int
+        Seeds of the nested ordering and of the fold assignment.
+
+    Returns
+    -------
+    DataFrame
+        ``n`` rows, columns ``index`` (int64 manifest row) and ``fold`` (int64,
+        ``0..folds-1``).
+
+    Raises
+    ------
+    HetcvError
+        When ``n`` exceeds the number of samples.
     """
     if n > len(target):
         raise HetcvError(f"sample size {n} is larger than the dataset ({len(target)} samples)")
@@ -82,21 +166,30 @@ def make_split(
     return split.sort_values("index", ignore_index=True)
 
 
-def run_split_job(
-    *, manifest: str, out_split: str, dataset: str, n: int, task: str, folds: int, seed: int
-) -> None:
-    """The split rule: write ``sample_id``, ``index`` and ``fold`` of the size-``n`` sample."""
+def run_split_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The split rule: write ``sample_id``, ``index`` and ``fold`` of the size-``n`` sample.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``manifest``.
+    outputs : dict
+        ``split`` (Parquet path).
+    params : dict
+        ``dataset``, ``n``, ``task``, ``folds`` and ``seed`` (the study's seed).
+    """
     from hetcv.io import write_parquet
     from hetcv.seeding import derive_seed
 
-    table = pd.read_parquet(manifest)
+    dataset, n, seed = params["dataset"], params["n"], params["seed"]
+    table = pd.read_parquet(inputs["manifest"])
     split = make_split(
         table["target"].to_numpy(),
-        task,
+        params["task"],
         n,
-        folds,
+        params["folds"],
         order_seed=derive_seed(seed, dataset, "order"),
         fold_seed=derive_seed(seed, dataset, n, "folds"),
     )
     split.insert(0, "sample_id", table["sample_id"].to_numpy()[split["index"].to_numpy()])
-    write_parquet(split, out_split)
+    write_parquet(split, outputs["split"])

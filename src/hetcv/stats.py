@@ -23,12 +23,52 @@ METRIC_LABEL = {"classification": "accuracy", "regression": "1 − NRMSE"}
 
 
 def task_normaliser(task: str, targets: np.ndarray | None, kind: str) -> float:
-    """The metric's normaliser: 1 for classification, the dataset's NRMSE normaliser else."""
+    """Return the metric's normaliser: 1 for classification, the NRMSE normaliser otherwise.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+        The dataset's task.
+    targets : ndarray of shape (n_samples,) or None
+        Regression targets of the whole dataset; unused (may be None) for classification.
+    kind : {"range", "mean", "std"}
+        NRMSE normaliser; see `nrmse_normaliser`.
+
+    Returns
+    -------
+    normaliser : float
+        1.0 for classification, ``nrmse_normaliser(targets, kind)`` for regression.
+
+    Raises
+    ------
+    HetcvError
+        For regression, if the normaliser of the targets is not positive.
+    """
     return 1.0 if task == "classification" else nrmse_normaliser(targets, kind)
 
 
 def nrmse_normaliser(targets: np.ndarray, kind: str) -> float:
-    """``range`` = max − min, ``mean``, or ``std`` (sample sd) of the dataset's targets."""
+    """Return the NRMSE normaliser of a dataset's targets.
+
+    Taken over the whole dataset, so that every cluster of a dataset shares one scale.
+
+    Parameters
+    ----------
+    targets : ndarray of shape (n_samples,)
+        Regression targets of the whole dataset.
+    kind : {"range", "mean", "std"}
+        ``range`` = max − min, ``mean``, or ``std`` (sample sd, ddof=1) of the targets.
+
+    Returns
+    -------
+    normaliser : float
+        The chosen statistic of the targets, > 0.
+
+    Raises
+    ------
+    HetcvError
+        If that statistic is not > 0 (e.g. constant targets).
+    """
     targets = np.asarray(targets, dtype=np.float64)
     value = {
         "range": lambda: targets.max() - targets.min(),
@@ -41,7 +81,25 @@ def nrmse_normaliser(targets: np.ndarray, kind: str) -> float:
 
 
 def metric_from_means(mean_score: np.ndarray, task: str, normaliser: float) -> np.ndarray:
-    """Cluster metric from the mean per-sample score (NaN where a cluster is empty)."""
+    """Return the cluster metric from the mean per-sample score (NaN where a cluster is empty).
+
+    Accuracy = mean(correct) for classification, 1 − sqrt(mean(sq_error)) / normaliser for
+    regression.
+
+    Parameters
+    ----------
+    mean_score : ndarray of any shape
+        Mean per-sample score of each cluster (``correct`` or ``sq_error``); NaN if empty.
+    task : {"classification", "regression"}
+        Which metric to compute.
+    normaliser : float
+        NRMSE normaliser of the dataset; ignored for classification.
+
+    Returns
+    -------
+    metric : ndarray of the same shape as ``mean_score``
+        Accuracy or 1 − NRMSE of each cluster.
+    """
     if task == "classification":
         return mean_score
     return 1.0 - np.sqrt(mean_score) / normaliser
@@ -50,7 +108,28 @@ def metric_from_means(mean_score: np.ndarray, task: str, normaliser: float) -> n
 def cluster_metrics(
     labels: np.ndarray, score: np.ndarray, k: int, task: str, normaliser: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(metric (k,), size (k,))`` of each cluster; metric is NaN for an empty cluster."""
+    """Return the metric and size of each cluster of one partition.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,)
+        Cluster of each sample, integers in 0..k-1.
+    score : ndarray of shape (n_samples,)
+        Per-sample score: ``correct`` (0/1) or ``sq_error``.
+    k : int
+        Number of clusters.
+    task : {"classification", "regression"}
+        Which metric to compute; see `metric_from_means`.
+    normaliser : float
+        NRMSE normaliser of the dataset (1.0 for classification).
+
+    Returns
+    -------
+    metric : ndarray of shape (k,)
+        Metric of each cluster; NaN for an empty cluster.
+    size : ndarray of shape (k,)
+        Number of samples in each cluster, as float.
+    """
     size = np.bincount(labels, minlength=k).astype(np.float64)
     total = np.bincount(labels, weights=score, minlength=k)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -59,7 +138,20 @@ def cluster_metrics(
 
 
 def coefficient_of_variation(metric: np.ndarray, axis: int = -1) -> np.ndarray:
-    """CV = sample sd / mean × 100 of per-cluster metrics, over the non-empty clusters."""
+    """Return the CV = sample sd / mean × 100 of per-cluster metrics, over non-empty clusters.
+
+    Parameters
+    ----------
+    metric : ndarray of shape (..., k)
+        Per-cluster metrics (along ``axis``); NaN marks an empty cluster and is skipped.
+    axis : int, default=-1
+        Axis of the clusters.
+
+    Returns
+    -------
+    cv : ndarray of shape ``metric.shape`` without ``axis``
+        CV in %; NaN where fewer than two clusters are non-empty.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nanstd(metric, axis=axis, ddof=1) / np.nanmean(metric, axis=axis) * 100.0
 
@@ -71,11 +163,29 @@ def permuted_cluster_metrics(
     task: str,
     normaliser: float,
 ) -> np.ndarray:
-    """Per-cluster metrics after shuffling the scores across samples: ``(P, k)``.
+    """Return per-cluster metrics after shuffling the scores across samples.
 
-    ``permuted_score`` is ``(P, n_samples)``: ``score[permutation]`` for P permutations
-    (computed once and shared by every clustering of the fold). Cluster sizes stay those of
-    ``labels``, so this is the metric spread that chance alone gives clusters of these sizes.
+    The permuted scores are computed once and shared by every clustering of the fold. Cluster
+    sizes stay those of ``labels``, so this is the metric spread that chance alone gives
+    clusters of these sizes.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,)
+        Cluster of each sample, integers in 0..k-1.
+    permuted_score : ndarray of shape (n_permutations, n_samples)
+        ``score[permutation]`` for each permutation.
+    k : int
+        Number of clusters.
+    task : {"classification", "regression"}
+        Which metric to compute.
+    normaliser : float
+        NRMSE normaliser (1.0 for classification).
+
+    Returns
+    -------
+    metric : ndarray of shape (n_permutations, k)
+        Metric of each cluster under each permutation; NaN for an empty cluster.
     """
     one_hot = np.eye(k)[labels]
     size = one_hot.sum(axis=0)
@@ -85,7 +195,20 @@ def permuted_cluster_metrics(
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
-    """One-sided p-value ``(1 + #(null >= observed)) / (1 + P)``."""
+    """Return the one-sided Monte Carlo p-value ``(1 + #(null >= observed)) / (1 + P)``.
+
+    Parameters
+    ----------
+    observed : float
+        The observed statistic.
+    null : ndarray of shape (P,)
+        The statistic under each of the P permutations or draws.
+
+    Returns
+    -------
+    p_value : float
+        In (0, 1]; never 0, since the observed value counts as one of the null draws.
+    """
     null = np.asarray(null)
     return float((1 + np.sum(null >= observed)) / (1 + len(null)))
 
@@ -93,7 +216,22 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
 def wilson_interval(
     successes: float, n: float, z: float = 1.959963984540054
 ) -> tuple[float, float]:
-    """Wilson score interval for a proportion (95 % by default)."""
+    """Return the Wilson score interval for a proportion (95 % by default).
+
+    Parameters
+    ----------
+    successes : float
+        Number of successes (e.g. correct predictions).
+    n : float
+        Number of trials.
+    z : float, default=1.959963984540054
+        Standard normal quantile of the interval's level.
+
+    Returns
+    -------
+    low, high : float
+        Bounds of the interval; both NaN when ``n <= 0``.
+    """
     if n <= 0:
         return (math.nan, math.nan)
     p = successes / n
@@ -103,6 +241,20 @@ def wilson_interval(
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Return the central percentile interval of the finite values (e.g. bootstrap replicates).
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_values,)
+        Values to summarise; non-finite ones are left out.
+    level : float, default=0.95
+        Coverage of the interval.
+
+    Returns
+    -------
+    low, high : float
+        The (1 − level)/2 and (1 + level)/2 percentiles; NaN if no value is finite.
+    """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if len(values) == 0:
@@ -113,7 +265,20 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 
 
 def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of ``x`` and ``y`` (both ``(rows, n)``); NaN where constant."""
+    """Return the Pearson r of each row pair of ``x`` and ``y``, vectorised over rows.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_rows, n_points)
+        First variable, one data set per row.
+    y : ndarray of shape (n_rows, n_points)
+        Second variable, paired element-wise with ``x``.
+
+    Returns
+    -------
+    r : ndarray of shape (n_rows,)
+        Pearson correlation of each row pair; NaN where either row is constant.
+    """
     xc = x - x.mean(axis=1, keepdims=True)
     yc = y - y.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -121,7 +286,18 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman rho of each row pair: Pearson r of the (average-tie) ranks."""
+    """Return the Spearman rho of each row pair: Pearson r of the (average-tie) ranks.
+
+    Parameters
+    ----------
+    x, y : ndarray of shape (n_rows, n_points)
+        Paired rows, ranked within each row.
+
+    Returns
+    -------
+    rho : ndarray of shape (n_rows,)
+        Rank correlation per row pair; NaN where a row's ranks are constant.
+    """
     return pearson_rows(scipy_stats.rankdata(x, axis=1), scipy_stats.rankdata(y, axis=1))
 
 
@@ -131,7 +307,22 @@ MIN_POINTS_FOR_BOOTSTRAP = 6  # fewer points: a bootstrap of r spans (almost) �
 def permutations_within(
     strata: np.ndarray, permutations: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``(permutations, n)`` index arrays, each a random permutation within every stratum."""
+    """Return index arrays that each permute the samples only within every stratum.
+
+    Parameters
+    ----------
+    strata : ndarray of shape (n_points,)
+        Stratum of each sample; samples are only exchanged with others of their stratum.
+    permutations : int
+        Number of permutations to draw.
+    rng : numpy.random.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    orders : ndarray of shape (permutations, n_points)
+        Integer indices; ``values[orders[i]]`` is the i-th permutation of ``values``.
+    """
     n = len(strata)
     orders = np.tile(np.arange(n), (permutations, 1))
     for stratum in np.unique(strata):
@@ -152,19 +343,34 @@ def correlation(
 ) -> dict[str, float]:
     """Pearson r and Spearman rho of ``x`` and ``y`` with permutation p-values and bootstrap CIs.
 
-    Parameters
-    ----------
-    x, y : (n_points,) float
-    permutations, n_boot : Monte Carlo permutations and bootstrap resamples.
-    seed : seed of both.
-    strata : (n_points,) optional
-        Permute ``y`` only within each stratum (e.g. within a sample size, which drives both
-        quantities: permuting across sizes would count that shared driver as association).
-
     Two-sided permutation p-values are exact (all orderings of ``y``) when there are at most
     8 points and no strata, Monte Carlo otherwise. Bootstrap CIs resample (x, y) pairs
     (resamples with a constant coordinate are skipped) and are NaN below
     ``MIN_POINTS_FOR_BOOTSTRAP`` points.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_points,)
+        First variable (e.g. the CV at each point).
+    y : ndarray of shape (n_points,)
+        Second variable (e.g. the test metric), the one that is permuted.
+    permutations : int
+        Monte Carlo permutations (unused when the test is exact).
+    n_boot : int
+        Bootstrap resamples of the (x, y) pairs.
+    seed : int
+        Seed of both the permutations and the bootstrap.
+    strata : ndarray of shape (n_points,), default=None
+        Permute ``y`` only within each stratum (e.g. within a sample size, which drives both
+        quantities: permuting across sizes would count that shared driver as association).
+
+    Returns
+    -------
+    result : dict of str to float
+        ``n_points`` and, for ``name`` in ``pearson`` and ``spearman``: ``name`` (the
+        coefficient), ``name_p`` (SciPy's parametric p), ``name_perm_p`` (permutation p),
+        ``name_ci_low`` and ``name_ci_high`` (95 % bootstrap percentile CI). All but
+        ``n_points`` are NaN with fewer than 3 points or a constant ``x`` or ``y``.
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = len(x)

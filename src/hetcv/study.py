@@ -24,36 +24,111 @@ BUILT_IN_WEIGHTS = ("none", "imagenet")
 
 @dataclass(frozen=True)
 class Study:
-    """A checked config with its resolved sample sizes (ascending, per dataset)."""
+    """A checked config with its resolved sample sizes (ascending, per dataset).
+
+    Attributes
+    ----------
+    config : dict
+        The config with the schema's defaults filled in.
+    sample_sizes : dict of str to list of int
+        Dataset name → its resolved sample sizes, ascending.
+    """
 
     config: dict
     sample_sizes: dict[str, list[int]]
 
     @property
     def datasets(self) -> list[str]:
+        """The dataset names, sorted.
+
+        Returns
+        -------
+        list of str
+        """
         return sorted(self.config["datasets"])
 
     @property
     def algorithms(self) -> list[str]:
+        """``clustering.algorithms``: the clustering algorithms each fold runs.
+
+        Returns
+        -------
+        list of str
+            Among ``kmeans``, ``fcm`` and ``gmm``.
+        """
         return self.config["clustering"]["algorithms"]
 
     @property
     def selected(self) -> dict:
+        """``clustering.selected``: the algorithm and k the summaries and reports use.
+
+        Returns
+        -------
+        dict
+            Keys ``algorithm`` and ``k``.
+        """
         return self.config["clustering"]["selected"]
 
     def dataset(self, name: str) -> dict:
+        """One dataset's settings.
+
+        Parameters
+        ----------
+        name : str
+            A key of ``datasets``.
+
+        Returns
+        -------
+        dict
+            ``datasets.<name>`` (``source``, ``task``, ``folds``, ``model``, ``train`` …).
+        """
         return self.config["datasets"][name]
 
     def folds(self, name: str) -> range:
+        """A dataset's fold numbers.
+
+        Parameters
+        ----------
+        name : str
+            The dataset.
+
+        Returns
+        -------
+        range
+            ``0..folds-1``.
+        """
         return range(self.dataset(name)["folds"])
 
     def weights_file(self, name: str) -> str | None:
-        """The checkpoint file a dataset's training starts from, if it names one."""
+        """The checkpoint file a dataset's training starts from, if it names one.
+
+        Parameters
+        ----------
+        name : str
+            The dataset whose ``pretrained`` setting is read.
+
+        Returns
+        -------
+        str or None
+            ``pretrained``, or None when it is ``none`` or ``imagenet``.
+        """
         pretrained = self.dataset(name)["pretrained"]
         return None if pretrained in BUILT_IN_WEIGHTS else pretrained
 
     def planted_datasets(self) -> list[str]:
-        """The datasets of the planted-subgroup benchmark (digits with a known group)."""
+        """The datasets of the planted-subgroup benchmark (digits with a known group).
+
+        Returns
+        -------
+        list of str
+            Sorted names of the datasets whose ``source.variant`` is ``rare``, ``noisy`` or
+            ``balanced``.
+
+        Raises
+        ------
+        HetcvError
+            When there is none.
+        """
         names = [
             name
             for name in self.datasets
@@ -174,28 +249,33 @@ def _metric(study: Study, name: str) -> dict:
     return {"task": task, "nrmse_normalizer": normalizer}
 
 
-def _prepare(study: Study, w) -> dict:
+def _dataset_keys(study: Study, w, *keys: str) -> dict:
     settings = study.dataset(w.dataset)
+    return {key: settings[key] for key in keys}
+
+
+def _prepare(study: Study, w) -> dict:
     return {
-        "source": settings["source"],
-        "task": settings["task"],
-        "image_size": settings["image_size"],
+        **_dataset_keys(study, w, "source", "task", "image_size"),
         "seed": study.config["seed"],
     }
 
 
 def _split(study: Study, w) -> dict:
-    settings = study.dataset(w.dataset)
-    return {"task": settings["task"], "folds": settings["folds"], "seed": study.config["seed"]}
+    return {
+        "dataset": w.dataset,
+        "n": int(w.n),
+        **_dataset_keys(study, w, "task", "folds"),
+        "seed": study.config["seed"],
+    }
 
 
 def _train(study: Study, w) -> dict:
-    settings = study.dataset(w.dataset)
     return {
-        "task": settings["task"],
-        "model": settings["model"],
-        "pretrained": settings["pretrained"],
-        **settings["train"],
+        "n": int(w.n),
+        "fold": int(w.fold),
+        **_dataset_keys(study, w, "task", "model", "pretrained"),
+        **study.dataset(w.dataset)["train"],
         "seed": _job_seed(study, w),
     }
 
@@ -204,12 +284,16 @@ def _cluster(study: Study, w) -> dict:
     clustering = study.config["clustering"]
     return {
         **_metric(study, w.dataset),
-        "algorithm": w.algorithm,
-        "k": sorted(clustering["k"]),
-        **{key: clustering[key] for key in ("repeats", "pca_components", "within")},
-        **{key: clustering[key] for key in ("error_aware", "null_permutations")},
-        "fcm": clustering["fcm"] if w.algorithm == "fcm" else None,
-        "seed": _job_seed(study, w),
+        "n": int(w.n),
+        "fold": int(w.fold),
+        "clustering": {
+            "algorithm": w.algorithm,
+            "k": sorted(clustering["k"]),
+            **{key: clustering[key] for key in ("repeats", "pca_components", "within")},
+            **{key: clustering[key] for key in ("error_aware", "null_permutations")},
+            "fcm": clustering["fcm"] if w.algorithm == "fcm" else None,
+            "seed": _job_seed(study, w),
+        },
     }
 
 
@@ -217,9 +301,11 @@ def _summarize(study: Study, w) -> dict:
     clustering = study.config["clustering"]
     return {
         **_metric(study, w.dataset),
-        **{key: clustering[key] for key in ("selected", "within", "error_aware", "bootstrap")},
-        "null_permutations": clustering["null_permutations"],
-        "seed": derive_seed(study.config["seed"], w.dataset, "summary"),
+        "summary": {
+            **{key: clustering[key] for key in ("selected", "within", "error_aware")},
+            **{key: clustering[key] for key in ("bootstrap", "null_permutations")},
+            "seed": derive_seed(study.config["seed"], w.dataset, "summary"),
+        },
     }
 
 
@@ -227,9 +313,11 @@ def _variants(study: Study, w) -> dict:
     clustering = study.config["clustering"]
     return {
         **_metric(study, w.dataset),
-        **study.selected,
-        **{key: clustering[key] for key in ("repeats", "pca_components", "fcm")},
-        "seed": derive_seed(study.config["seed"], w.dataset, "variants"),
+        "variants": {
+            **study.selected,
+            **{key: clustering[key] for key in ("repeats", "pca_components", "fcm")},
+            "seed": derive_seed(study.config["seed"], w.dataset, "variants"),
+        },
     }
 
 

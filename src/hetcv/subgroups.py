@@ -16,7 +16,24 @@ TOP_K = (10, 25)
 
 
 def recovery(in_worst: np.ndarray, worst_membership: np.ndarray, member: np.ndarray) -> dict:
-    """Recovery of one subgroup (``member``, boolean) by one run's worst cluster."""
+    """Recovery of one subgroup (``member``, boolean) by one run's worst cluster.
+
+    Parameters
+    ----------
+    in_worst : ndarray of shape (n_samples,)
+        Boolean: the sample's hard cluster is the worst one.
+    worst_membership : ndarray of shape (n_samples,)
+        Ranking score, e.g. the membership in the worst cluster; higher ranks first.
+    member : ndarray of shape (n_samples,)
+        Boolean indicator of the subgroup.
+
+    Returns
+    -------
+    dict
+        ``prevalence, precision, recall, lift`` (precision / prevalence), ``auroc`` (of
+        ``worst_membership``) and ``precision_at_10, precision_at_25`` (of the ranking);
+        NaN where undefined (empty worst cluster or subgroup, or every sample a member).
+    """
     prevalence = member.mean()
     precision = member[in_worst].mean() if in_worst.any() else np.nan
     ranking = np.argsort(-worst_membership, kind="stable")
@@ -39,9 +56,20 @@ def subgroup_recovery(
 ) -> pd.DataFrame:
     """Recovery of every subgroup value, per run.
 
-    ``assignments``: ``sample_id, fold, repeat, cluster, worst_membership`` of one clustering;
-    ``runs``: ``fold, repeat, worst_cluster``; ``subgroup``: indexed by ``sample_id``.
-    Returns one row per (fold, repeat, subgroup).
+    Parameters
+    ----------
+    assignments : DataFrame
+        ``sample_id, fold, repeat, cluster, worst_membership`` of one clustering.
+    runs : DataFrame
+        ``fold, repeat, worst_cluster`` of the same runs.
+    subgroup : Series
+        Subgroup of each sample, indexed by ``sample_id``; every value is scored.
+
+    Returns
+    -------
+    per_run : DataFrame
+        One row per (fold, repeat, subgroup): those three columns, then the
+        :func:`recovery` ones.
     """
     rows = []
     worst_of = runs.set_index(["fold", "repeat"])["worst_cluster"]
@@ -84,9 +112,26 @@ def compare_variants(
 ) -> pd.DataFrame:
     """Subgroup recovery of the plain method and of the within-class / error-aware options.
 
-    ``folds`` maps ``(n, fold)`` to that fold's features table. With ``within_class`` the
-    clustering has ``k`` clusters per class. Returns per (variant, n, subgroup) the recovery
-    averaged over folds and repeats, and the number of clusters.
+    Each variant of :data:`VARIANTS` (the within-class ones for classification only) reruns
+    :func:`analyse_fold` on every fold, with the smallest permutation null.
+
+    Parameters
+    ----------
+    folds : dict of (int, int) to DataFrame
+        ``(n, fold)`` → that fold's features table.
+    subgroup : Series
+        The manifest's ``subgroup``, indexed by ``sample_id``.
+    task, normaliser, algorithm, repeats, pca_components, fcm : see :func:`analyse_fold`
+    k : int
+        The number of clusters; with ``within_class`` the clustering has ``k`` per class.
+    seed : int
+        The config's seed; fold ``(n, fold)`` uses ``derive_seed(seed, n, fold)``.
+
+    Returns
+    -------
+    DataFrame
+        Per (variant, n, subgroup): the :func:`recovery` columns averaged over folds and
+        repeats, and the number of clusters ``n_clusters``.
     """
     from hetcv.analysis import analyse_fold
     from hetcv.seeding import derive_seed
@@ -119,31 +164,103 @@ def compare_variants(
             rows.append(
                 per_run.assign(variant=name, n=n, n_clusters=int(result.runs["n_clusters"].iloc[0]))
             )
-    table = pd.concat(rows, ignore_index=True)
-    summary = table.groupby(["variant", "n", "subgroup"], sort=False).mean(numeric_only=True)
-    return summary.drop(columns=["fold", "repeat"]).reset_index()
+    return mean_recovery(pd.concat(rows, ignore_index=True), ["variant", "n", "subgroup"])
 
 
-def run_variants_job(
-    *,
-    features: list[str],
-    manifest: str,
-    out: str,
-    task: str,
-    nrmse_normalizer: str | None,
-    **settings,
-) -> None:
-    """The subgroup_variants rule: compare the clustering options on a dataset's subgroups."""
+def mean_recovery(per_run: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Recovery averaged over folds and repeats within each group of ``by`` columns.
+
+    Parameters
+    ----------
+    per_run : DataFrame
+        Per-run rows with ``fold`` and ``repeat`` (:func:`subgroup_recovery`).
+    by : list of str
+        Grouping columns, e.g. ``["n", "subgroup"]``.
+
+    Returns
+    -------
+    DataFrame
+        The ``by`` columns, then the mean of every other numeric column; groups in order
+        of first appearance.
+    """
+    mean = per_run.groupby(by, sort=False).mean(numeric_only=True)
+    return mean.drop(columns=["fold", "repeat"]).reset_index()
+
+
+def recovery_by_size(
+    assignments: pd.DataFrame, runs: pd.DataFrame, subgroup: pd.Series
+) -> pd.DataFrame:
+    """The selected clustering's recovery of each subgroup, per sample size.
+
+    Parameters
+    ----------
+    assignments : DataFrame
+        The selected clustering's assignments at every n (see :func:`subgroup_recovery`).
+    runs : DataFrame
+        Its run rows (``n``, ``fold``, ``repeat``, ``worst_cluster``).
+    subgroup : Series
+        Each sample's subgroup, indexed by ``sample_id``.
+
+    Returns
+    -------
+    recovered : DataFrame
+        One row per (n, subgroup), sorted: the :func:`recovery` columns averaged over folds
+        and repeats.
+    """
+    per_run = pd.concat(
+        subgroup_recovery(at_n, runs[runs["n"] == n], subgroup).assign(n=n)
+        for n, at_n in assignments.groupby("n", sort=True)
+    )
+    recovered = mean_recovery(per_run, ["n", "subgroup"])
+    return recovered.sort_values(["n", "subgroup"], ignore_index=True)
+
+
+def subgroup_shares(clusters: pd.DataFrame, subgroup: pd.Series) -> pd.DataFrame:
+    """Each subgroup's share (%) of each consensus cluster, per sample size.
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        ``clusters_per_sample.csv`` (``sample_id``, ``n``, ``cluster``).
+    subgroup : Series
+        Each sample's subgroup, indexed by ``sample_id``.
+
+    Returns
+    -------
+    DataFrame
+        ``n, cluster, subgroup, count, share``; shares sum to 100 within each (n, cluster).
+    """
+    labelled = clusters.assign(subgroup=subgroup.loc[clusters["sample_id"]].to_numpy())
+    counts = labelled.groupby(["n", "cluster", "subgroup"]).size().rename("count").reset_index()
+    total = counts.groupby(["n", "cluster"])["count"].transform("sum")
+    return counts.assign(share=100 * counts["count"] / total)
+
+
+def run_variants_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The subgroup_variants rule: compare the clustering options on a dataset's subgroups.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``features`` (every fold's features) and ``manifest`` (with ``subgroup``).
+    outputs : dict
+        ``variants`` (Parquet path).
+    params : dict
+        ``task``, ``nrmse_normalizer`` and ``variants``, the keyword arguments of
+        :func:`compare_variants` after ``task`` and ``normaliser``.
+    """
     from hetcv.io import write_parquet
     from hetcv.stats import task_normaliser
 
-    table = pd.read_parquet(manifest)
-    normaliser = task_normaliser(task, table["target"].to_numpy(), nrmse_normalizer)
+    task = params["task"]
+    table = pd.read_parquet(inputs["manifest"])
+    normaliser = task_normaliser(task, table["target"].to_numpy(), params["nrmse_normalizer"])
     folds = {}
-    for path in features:
+    for path in inputs["features"]:
         fold_table = pd.read_parquet(path)
         folds[(int(fold_table["n"].iloc[0]), int(fold_table["fold"].iloc[0]))] = fold_table
     subgroup = table.set_index("sample_id")["subgroup"]
-    write_parquet(
-        compare_variants(folds, subgroup, task=task, normaliser=normaliser, **settings), out
+    compared = compare_variants(
+        folds, subgroup, task=task, normaliser=normaliser, **params["variants"]
     )
+    write_parquet(compared, outputs["variants"])

@@ -55,8 +55,22 @@ CLUSTERING = ["algorithm", "k", "n"]
 
 
 def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (algorithm, k, n): test metric, CV and the exploratory permutation null of the
-    cluster jobs (its mean, 95th percentile, excess CV and p-value; no significance flag)."""
+    """Per (algorithm, k, n): test metric, CV and the cluster jobs' permutation null.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        The cluster rule's run rows of every (n, fold, algorithm): ``algorithm, k, n, fold,
+        fold_metric, cv, null_cv, empty_clusters, p_value``.
+
+    Returns
+    -------
+    DataFrame
+        ``algorithm, k, n, role`` (``exploratory``), ``test_metric, test_metric_sd, cv, cv_sd,
+        runs_with_empty_cluster`` and the exploratory null of the averaged CV: its mean
+        ``null_cv``, 95th percentile ``null_cv_q95``, ``excess_cv`` and ``p_value`` (NaN if
+        a run has none); no significance flag.
+    """
     rows = []
     for (algorithm, k, n), group in runs.groupby(CLUSTERING, sort=True):
         folds = group.groupby("fold")["fold_metric"].first()
@@ -88,7 +102,23 @@ def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per (algorithm, k, n, cluster): size %, metric (mean, sd, Wilson CI), Table 2 distances."""
+    """Per (algorithm, k, n, cluster): size %, metric (mean, sd, Wilson CI), Table 2 distances.
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        The cluster rule's per-cluster rows (``cluster_stats``) of every (n, fold, algorithm).
+    task : {"classification", "regression"}
+        Wilson intervals on the pooled counts for classification only.
+
+    Returns
+    -------
+    DataFrame
+        ``algorithm, k, n, cluster, size, size_pct, runs, empty_runs, size_pct_sd, metric,
+        metric_sd``, the four ``dist_*`` means, ``ci_low, ci_high, ci_method`` (empty for
+        regression) and ``null_band_low, null_band_high`` (NaN: :func:`summarize_selected`
+        fills in the selected clustering's).
+    """
     keys = [*CLUSTERING, "cluster"]
     grouped = clusters.groupby(keys, sort=True)
     table = grouped.agg(
@@ -122,7 +152,19 @@ def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 def pair_summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: per (algorithm, k, n, cluster pair), centre and closest-point distances."""
+    """Table 1: per (algorithm, k, n, cluster pair), centre and closest-point distances.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        The cluster rule's per-pair rows of every (n, fold, algorithm).
+
+    Returns
+    -------
+    DataFrame
+        ``algorithm, k, n, cluster_a, cluster_b, centroid_distance, closest_distance``,
+        each distance averaged over folds and repeats.
+    """
     return (
         pairs.groupby([*CLUSTERING, "cluster_a", "cluster_b"], sort=True)[
             ["centroid_distance", "closest_distance"]
@@ -145,12 +187,34 @@ VALIDITY = [
 
 
 def validity_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (algorithm, k, n): every validity index averaged over folds and repeats."""
+    """Per (algorithm, k, n): every validity index averaged over folds and repeats.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        Run rows of every (n, fold, algorithm), with the :data:`VALIDITY` columns.
+
+    Returns
+    -------
+    validity : DataFrame
+        ``algorithm, k, n`` and the :data:`VALIDITY` means.
+    """
     return runs.groupby(CLUSTERING, sort=True)[VALIDITY].mean().reset_index()
 
 
 def fold_cv(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (algorithm, k, n, fold): CV averaged over repeats and the fold's test metric."""
+    """Per (algorithm, k, n, fold): CV averaged over repeats and the fold's test metric.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        Run rows with ``cv`` and ``fold_metric`` (the same in every repeat of a fold).
+
+    Returns
+    -------
+    fold_cv : DataFrame
+        ``algorithm, k, n, fold, cv, test_metric``.
+    """
     return (
         runs.groupby([*CLUSTERING, "fold"], sort=True)
         .agg(cv=("cv", "mean"), test_metric=("fold_metric", "first"))
@@ -167,9 +231,25 @@ def fold_partitions(
 ) -> FoldPartitions:
     """One fold's held-out samples and their cluster in every repeat.
 
-    ``assignments``: ``repeat, sample_id, cluster`` of one (algorithm, k, n, fold);
-    ``features``: that fold's ``features.parquet`` rows. ``temperature``: the fold's
-    temperature for the calibrated probability of being right (classification).
+    Parameters
+    ----------
+    assignments : DataFrame
+        ``repeat, sample_id, cluster`` of one (algorithm, k, n, fold).
+    features : DataFrame
+        That fold's ``features.parquet`` rows: ``sample_id, target``, the score column and,
+        for classification, the ``probability_*`` columns.
+    task : {"classification", "regression"}
+        Picks the score; classification also gets the calibrated ``p_correct``.
+    within : {"all", "class"}
+        With ``"class"``, ``target`` becomes the groups that permutations stay within.
+    temperature : float or None
+        The fold's temperature for the calibrated probability of being right
+        (classification; None for regression).
+
+    Returns
+    -------
+    FoldPartitions
+        Its ``labels`` are of shape (n_repeats, n_samples), samples in ``features`` order.
     """
     labels = assignments.pivot(index="repeat", columns="sample_id", values="cluster")
     labels = labels[features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
@@ -185,7 +265,18 @@ def fold_partitions(
 
 
 def log_probabilities(features: pd.DataFrame) -> np.ndarray:
-    """``(n_samples, n_classes)`` log of the ``probability_*`` columns (clipped at 1e-12)."""
+    """``(n_samples, n_classes)`` log of the ``probability_*`` columns (clipped at 1e-12).
+
+    Parameters
+    ----------
+    features : DataFrame
+        Held-out rows with ``probability_0`` … ``probability_{C-1}``.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes)
+        Log probabilities, columns in class-index order (``probability_10`` after ``_9``).
+    """
     columns = [c for c in features.columns if c.startswith("probability_")]
     columns.sort(key=lambda name: int(name.rsplit("_", 1)[1]))
     return np.log(np.clip(features[columns].to_numpy(dtype=np.float64), 1e-12, None))
@@ -194,7 +285,17 @@ def log_probabilities(features: pd.DataFrame) -> np.ndarray:
 def fold_temperatures(features: pd.DataFrame, classes: np.ndarray) -> dict[int, float]:
     """Per fold of one sample size: the temperature fitted on the other folds' predictions.
 
-    ``classes``: the dataset's sorted classes, in the order of the ``probability_*`` columns.
+    Parameters
+    ----------
+    features : DataFrame
+        Every fold's held-out rows at one n: ``fold, target`` and ``probability_*``.
+    classes : ndarray of shape (n_classes,)
+        The dataset's sorted classes, in the order of the ``probability_*`` columns.
+
+    Returns
+    -------
+    dict of int to float
+        Fold → its temperature (:func:`hetcv.heterogeneity.cross_fold_temperatures`).
     """
     folds = sorted(features["fold"].unique())
     pairs = []
@@ -208,9 +309,31 @@ def fold_temperatures(features: pd.DataFrame, classes: np.ndarray) -> dict[int, 
 def selected_statistics(
     sample: SampleSize, *, error_aware: bool, bootstrap: int, permutations: int, seed: int
 ) -> tuple[dict, pd.DataFrame]:
-    """The selected clustering's statistics at one sample size: a ``cv.parquet`` row's
-    columns, and per cluster its bootstrap CI and null band (``cluster, ci_low, ci_high,
-    null_band_low, null_band_high``)."""
+    """The selected clustering's statistics at one sample size.
+
+    Parameters
+    ----------
+    sample : SampleSize
+        Every fold's partitions and scores at this n (:func:`fold_partitions`).
+    error_aware : bool
+        Clusters built from the loss: ``p_value`` is NaN (no valid test).
+    bootstrap : int
+        Fold-bootstrap replicates of the CIs and of the weakest cluster.
+    permutations : int
+        Permutations of the null and, for classification, of the calibrated test.
+    seed : int
+        Seed at this n; each statistic derives its own stream from it.
+
+    Returns
+    -------
+    row : dict
+        A ``cv.parquet`` row's columns: ``role`` (``selected``), raw and debiased CV with
+        CIs, I², Q, the permutation null and p-values (``p_calibrated`` NaN for
+        regression), and the cross-fitted weakest cluster.
+    clusters : DataFrame
+        Per cluster its bootstrap CI and 95 % null band: ``cluster, ci_low, ci_high,
+        null_band_low, null_band_high``.
+    """
     het = heterogeneity(sample, bootstrap, derive_seed(seed, "bootstrap"))
     null = permutation_null(sample, permutations, derive_seed(seed, "permutation"))
     weakest = weakest_cluster(sample, bootstrap, derive_seed(seed, "weakest"))
@@ -256,7 +379,20 @@ def selected_statistics(
 
 
 def add_multiplicity(cv: pd.DataFrame) -> pd.DataFrame:
-    """Holm across the selected clustering's sample sizes; the flag only for those rows."""
+    """Holm across the selected clustering's sample sizes; the flag only for those rows.
+
+    Parameters
+    ----------
+    cv : DataFrame
+        The CV table with the selected rows filled in (``role, p_value, p_calibrated``).
+
+    Returns
+    -------
+    DataFrame
+        A copy with ``p_holm``, ``p_holm_calibrated`` (NaN for exploratory rows) and
+        ``above_noise_floor`` (nullable boolean, ``p_holm < SIGNIFICANCE``; NA for
+        exploration or a non-finite p).
+    """
     cv = cv.copy()
     chosen = cv["role"] == "selected"
     cv["p_holm"], cv["p_holm_calibrated"] = np.nan, np.nan
@@ -275,8 +411,25 @@ def add_multiplicity(cv: pd.DataFrame) -> pd.DataFrame:
 def correlation_summary(
     cv: pd.DataFrame, folds: pd.DataFrame, permutations: int, n_boot: int, seed: int
 ) -> pd.DataFrame:
-    """CV against test metric: across sample sizes (the paper's Fig. 5, raw and debiased CV)
-    and across (n, fold) points, permuted within each n (n drives both)."""
+    """CV against test metric, across sample sizes and across (n, fold) points.
+
+    Parameters
+    ----------
+    cv : DataFrame
+        The selected clustering's CV rows, one per n in order of n: ``cv, debiased_cv,
+        test_metric``.
+    folds : DataFrame
+        Its :func:`fold_cv` rows: ``n, cv, test_metric``.
+    permutations, n_boot, seed : int
+        Passed to :func:`hetcv.stats.correlation`, the seed derived per level.
+
+    Returns
+    -------
+    DataFrame
+        One row per ``level``: ``sample_size`` (the paper's Fig. 5, raw CV),
+        ``sample_size_debiased`` (debiased CV) and ``fold`` (raw CV, permuted within each n:
+        n drives both), with :func:`hetcv.stats.correlation`'s columns.
+    """
     levels = (
         ("sample_size", cv["cv"], cv, None),
         ("sample_size_debiased", cv["debiased_cv"], cv, None),
@@ -301,10 +454,38 @@ def correlation_summary(
 
 
 def read_all(paths: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """Concatenate Parquet tables (e.g. one per fold) into one, with a fresh index.
+
+    Parameters
+    ----------
+    paths : list of str
+        Parquet files, read in order.
+    columns : list of str, default=None
+        Columns to read; None reads all.
+
+    Returns
+    -------
+    DataFrame
+        The rows of every file.
+    """
     return pd.concat([pd.read_parquet(path, columns=columns) for path in paths], ignore_index=True)
 
 
 def selected_rows(table: pd.DataFrame, selected: dict) -> pd.Series:
+    """Mask of the selected clustering's rows (its ``algorithm`` and ``k``).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Any table with ``algorithm`` and ``k`` columns.
+    selected : dict
+        ``algorithm`` and ``k`` of the selected clustering.
+
+    Returns
+    -------
+    Series of bool
+        True where both match, aligned with ``table``'s index.
+    """
     return (table["algorithm"] == selected["algorithm"]) & (table["k"] == selected["k"])
 
 
@@ -326,16 +507,29 @@ def summarize_selected(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``cv`` and ``cluster_table`` with the selected clustering's statistics filled in.
 
-    ``chosen``: the selected clustering's assignments (every n, fold, repeat); ``features``:
-    every held-out row (``n, fold, sample_id, target``, the score column and, for
-    classification, the ``probability_*`` columns); ``classes``: the dataset's sorted classes.
+    Parameters
+    ----------
+    cv, cluster_table : DataFrame
+        :func:`cv_summary` and :func:`cluster_summary` of every clustering.
+    chosen : DataFrame
+        The selected clustering's assignments (every n, fold, repeat).
+    features : DataFrame
+        Every held-out row: ``n, fold, sample_id, target``, the score column and, for
+        classification, the ``probability_*`` columns.
+    classes : ndarray of shape (n_classes,)
+        The dataset's sorted classes (empty for regression).
+    task, normaliser, selected, within, error_aware, bootstrap, null_permutations, seed
+        As in the summarize rule's params; see :func:`selected_statistics`.
+
+    Returns
+    -------
+    cv, cluster_table : DataFrame
+        Copies, with the selected rows' intervals, tests and Holm-adjusted p-values.
     """
     cv, cluster_table = cv.copy(), cluster_table.copy()
     for n, at_n in chosen.groupby("n", sort=True):
         rows_n = features[features["n"] == n]
-        temperatures = {}
-        if task == "classification":
-            temperatures = fold_temperatures(rows_n, classes)
+        temperatures = fold_temperatures(rows_n, classes) if task == "classification" else {}
         folds = [
             fold_partitions(
                 at_n[at_n["fold"] == fold],
@@ -356,12 +550,7 @@ def summarize_selected(
             permutations=null_permutations,
             seed=derive_seed(seed, n),
         )
-        at = selected_rows(cv, selected) & (cv["n"] == n)
-        for column, value in row.items():
-            if column not in cv:
-                cv[column] = np.nan if not isinstance(value, str) else ""
-            cv.loc[at, column] = value
-        at = selected_rows(cluster_table, selected) & (cluster_table["n"] == n)
+        _fill_selected(cv, selected_rows(cv, selected) & (cv["n"] == n), row)
         merged = cluster_table.loc[at, ["cluster"]].merge(per_cluster, on="cluster", how="left")
         for column in ("ci_low", "ci_high", "null_band_low", "null_band_high"):
             cluster_table.loc[at, column] = merged[column].to_numpy()
@@ -369,75 +558,115 @@ def summarize_selected(
     return add_multiplicity(cv), cluster_table
 
 
-def run_summarize_job(
-    *,
-    runs: list[str],
-    cluster_stats: list[str],
-    pairs: list[str],
-    selected_assignments: list[str],
-    features: list[str],
-    manifest: str,
-    out: dict[str, str],
-    task: str,
-    nrmse_normalizer: str,
-    selected: dict,
-    within: str,
-    error_aware: bool,
-    bootstrap: int,
-    null_permutations: int,
-    seed: int,
-) -> None:
-    """The summarize rule. ``out`` maps table names (cv, clusters, table1, validity, fold_cv,
-    correlation, subgroups) to their paths."""
-    from hetcv.io import write_parquet
-    from hetcv.subgroups import subgroup_recovery
+def _fill_selected(cv: pd.DataFrame, at: pd.Series, row: dict) -> None:
+    """Write ``row``'s statistics into the ``at`` rows of ``cv``, adding missing columns."""
+    for column, value in row.items():
+        if column not in cv:
+            cv[column] = np.nan if not isinstance(value, str) else ""
+        cv.loc[at, column] = value
 
-    all_runs = read_all(runs)
-    table = pd.read_parquet(manifest)
-    targets = table["target"].to_numpy()
-    normaliser = task_normaliser(task, targets, nrmse_normalizer)
-    held_out = read_all(features)
-    held_out = held_out[[c for c in held_out.columns if c not in FEATURE_COLUMNS]]
-    chosen = read_all(selected_assignments)
+
+def summarize(
+    runs: pd.DataFrame,
+    cluster_stats: pd.DataFrame,
+    pairs: pd.DataFrame,
+    chosen: pd.DataFrame,
+    features: pd.DataFrame,
+    manifest: pd.DataFrame,
+    *,
+    task: str,
+    nrmse_normalizer: str | None,
+    selected: dict,
+    **statistics,
+) -> dict[str, pd.DataFrame]:
+    """Every summary table of one dataset, from its folds' clustering tables.
+
+    Parameters
+    ----------
+    runs, cluster_stats, pairs : DataFrame
+        The cluster rule's run, per-cluster and per-pair rows of every (n, fold, algorithm).
+    chosen : DataFrame
+        The selected algorithm's assignments (every k; only the selected k is used).
+    features : DataFrame
+        Every fold's held-out rows (the feature columns may be left out).
+    manifest : DataFrame
+        The dataset's manifest (``sample_id``, ``target``, ``subgroup`` when known).
+    task, nrmse_normalizer, selected
+        The metric and the selected clustering (``algorithm``, ``k``).
+    **statistics
+        ``within``, ``error_aware``, ``bootstrap``, ``null_permutations`` and ``seed``, as
+        :func:`summarize_selected` takes them.
+
+    Returns
+    -------
+    dict
+        ``cv``, ``cluster_stats``, ``cluster_pairs``, ``validity``, ``fold_cv``,
+        ``correlation`` and ``subgroups`` (empty without known subgroups); schemas in
+        config/README.md.
+    """
+    from hetcv.subgroups import recovery_by_size
+
+    targets = manifest["target"].to_numpy()
     chosen = chosen[chosen["k"] == selected["k"]]
     cv, cluster_table = summarize_selected(
-        cv_summary(all_runs),
-        cluster_summary(read_all(cluster_stats), task),
+        cv_summary(runs),
+        cluster_summary(cluster_stats, task),
         chosen,
-        held_out,
+        features,
         np.unique(targets) if task == "classification" else np.array([]),
         task=task,
-        normaliser=normaliser,
+        normaliser=task_normaliser(task, targets, nrmse_normalizer),
         selected=selected,
-        within=within,
-        error_aware=error_aware,
-        bootstrap=bootstrap,
-        null_permutations=null_permutations,
-        seed=seed,
+        **statistics,
     )
-    selected_cv = cv[selected_rows(cv, selected)].sort_values("n")
-    folds = fold_cv(all_runs)
+    folds = fold_cv(runs)
     correlations = correlation_summary(
-        selected_cv, folds[selected_rows(folds, selected)], null_permutations, bootstrap, seed
+        cv[selected_rows(cv, selected)].sort_values("n"),
+        folds[selected_rows(folds, selected)],
+        *(statistics[key] for key in ("null_permutations", "bootstrap", "seed")),
     )
-    chosen_runs = all_runs[selected_rows(all_runs, selected)]
-    if "subgroup" in table.columns:
-        subgroup = table.set_index("sample_id")["subgroup"]
-        per_run = pd.concat(
-            subgroup_recovery(at_n, chosen_runs[chosen_runs["n"] == n], subgroup).assign(n=n)
-            for n, at_n in chosen.groupby("n")
-        )
-        recovered = per_run.groupby(["n", "subgroup"], sort=True).mean(numeric_only=True)
-        recovered = recovered.drop(columns=["fold", "repeat"]).reset_index()
-    else:
-        recovered = pd.DataFrame(columns=["n", "subgroup"])
-    for name, frame in {
+    recovered = pd.DataFrame(columns=["n", "subgroup"])
+    if "subgroup" in manifest.columns:
+        subgroup = manifest.set_index("sample_id")["subgroup"]
+        recovered = recovery_by_size(chosen, runs[selected_rows(runs, selected)], subgroup)
+    return {
         "cv": cv,
-        "clusters": cluster_table,
-        "table1": pair_summary(read_all(pairs)),
-        "validity": validity_summary(all_runs),
+        "cluster_stats": cluster_table,
+        "cluster_pairs": pair_summary(pairs),
+        "validity": validity_summary(runs),
         "fold_cv": folds,
         "correlation": correlations,
         "subgroups": recovered,
-    }.items():
-        write_parquet(frame, out[name])
+    }
+
+
+def run_summarize_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The summarize rule: read every fold's tables, write the dataset's summary tables.
+
+    Parameters
+    ----------
+    inputs : dict
+        Lists ``runs``, ``cluster_stats``, ``pairs``, ``selected_assignments`` and
+        ``features`` (every fold), and ``manifest``.
+    outputs : dict
+        One Parquet path per table that :func:`summarize` returns.
+    params : dict
+        ``task``, ``nrmse_normalizer`` and ``summary``, the rest of :func:`summarize`'s
+        keyword arguments.
+    """
+    from hetcv.io import write_parquet
+
+    held_out = read_all(inputs["features"])
+    tables = summarize(
+        read_all(inputs["runs"]),
+        read_all(inputs["cluster_stats"]),
+        read_all(inputs["pairs"]),
+        read_all(inputs["selected_assignments"]),
+        held_out[[c for c in held_out.columns if c not in FEATURE_COLUMNS]],
+        pd.read_parquet(inputs["manifest"]),
+        task=params["task"],
+        nrmse_normalizer=params["nrmse_normalizer"],
+        **params["summary"],
+    )
+    for name, frame in tables.items():
+        write_parquet(frame, outputs[name])

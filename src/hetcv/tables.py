@@ -9,18 +9,47 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hetcv.columns import P_VALUE_COLUMNS
 from hetcv.io import atomic_path
 from hetcv.stats import METRIC_LABEL, SIGNIFICANCE
 
 
 def select(summary: pd.DataFrame, selected: dict) -> pd.DataFrame:
-    """Rows of the selected (algorithm, k)."""
+    """Rows of the selected (algorithm, k).
+
+    Parameters
+    ----------
+    summary : DataFrame
+        Any summary table with ``algorithm`` and ``k`` columns.
+    selected : dict
+        The config's ``selected``: ``{"algorithm": str, "k": int}``.
+
+    Returns
+    -------
+    rows : DataFrame
+        The matching rows, original index kept.
+    """
     chosen = (summary["algorithm"] == selected["algorithm"]) & (summary["k"] == selected["k"])
     return summary[chosen]
 
 
 def table1(pairs: pd.DataFrame, selected: dict) -> pd.DataFrame:
-    """Centroid and closest-point distance of every cluster pair, one row per (distance, n)."""
+    """The paper's Table 1: centroid and closest-point distance of every cluster pair.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        ``table1.parquet``: ``algorithm, k, n, cluster_a, cluster_b, centroid_distance,
+        closest_distance``.
+    selected : dict
+        Which (algorithm, k) to lay out; see `select`.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per (distance, n): columns ``distance, n`` then one per pair ``0-1``, ``0-2``,
+        … in numeric order.
+    """
     rows = select(pairs, selected).assign(
         pair=lambda t: t["cluster_a"].astype(str) + "-" + t["cluster_b"].astype(str)
     )
@@ -37,8 +66,23 @@ def table1(pairs: pd.DataFrame, selected: dict) -> pd.DataFrame:
 
 
 def table2(clusters: pd.DataFrame, selected: dict) -> pd.DataFrame:
-    """Min / max / mean / sd of point-to-own-centroid distances, per cluster and n, and in how
-    many of the fold × repeat runs the cluster was empty (its distances average the others)."""
+    """The paper's Table 2: point-to-own-centroid distances per cluster and n.
+
+    Min / max / mean / sd of the distances, and in how many of the fold × repeat runs the
+    cluster was empty (its distances average the others).
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        ``clusters.parquet``, with ``dist_min, dist_max, dist_mean, dist_sd, empty_runs``.
+    selected : dict
+        The reported (algorithm, k).
+
+    Returns
+    -------
+    table : DataFrame
+        Columns ``cluster, n, min, max, mean, sd, runs empty``, sorted by cluster then n.
+    """
     rows = select(clusters, selected)
     table = rows[["cluster", "n", "dist_min", "dist_max", "dist_mean", "dist_sd", "empty_runs"]]
     table = table.rename(
@@ -65,10 +109,7 @@ CV_COLUMNS = [
     "q_p_value",
     "null_cv",
     "excess_cv",
-    "p_value",
-    "p_holm",
-    "p_calibrated",
-    "p_holm_calibrated",
+    *P_VALUE_COLUMNS,
     "weakest_cluster",
     "weakest_metric",
     "weakest_ci_low",
@@ -79,7 +120,18 @@ CV_COLUMNS = [
 
 
 def heterogeneity_reading(row: pd.Series) -> str:
-    """What the two tests of the selected clustering say at one sample size, in words."""
+    """What the two tests of the selected clustering say at one sample size, in words.
+
+    Parameters
+    ----------
+    row : Series
+        One row of ``cv.parquet``; reads ``p_holm`` and ``p_holm_calibrated`` (NaN: no test).
+
+    Returns
+    -------
+    reading : str
+        The plain test's verdict, then the calibrated test's when it exists.
+    """
     if not np.isfinite(row["p_holm"]):
         return "no valid test: the clusters were built from the loss"
     if row["p_holm"] < SIGNIFICANCE:
@@ -96,11 +148,28 @@ def heterogeneity_reading(row: pd.Series) -> str:
 
 
 def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
-    """Per sample size of the selected clustering: the test metric, the paper's raw CV and the
-    debiased CV with their 95 % CIs, I², the tests (raw and Holm-adjusted p-values), the
-    cross-fitted weakest cluster and the counts of empty-cluster runs and non-finite bootstrap
-    replicates; ``reading`` puts the tests into words. Column names are those of
-    ``cv.parquet`` (config/README.md), with ``test_metric`` named after the metric."""
+    """The CV table: one row per sample size of the selected clustering.
+
+    Columns: the test metric, the paper's raw CV and the debiased CV with their 95 % CIs, I²,
+    the tests (raw and Holm-adjusted p-values), the cross-fitted weakest cluster and the
+    counts of empty-cluster runs and non-finite bootstrap replicates; ``reading`` puts the
+    tests into words. Column names are those of ``cv.parquet`` (config/README.md), with
+    ``test_metric`` named after the metric.
+
+    Parameters
+    ----------
+    cv : DataFrame
+        ``cv.parquet`` of one dataset, holding every column of `CV_COLUMNS`.
+    selected : dict
+        The reported (algorithm, k); only its rows carry the CIs and tests.
+    task : {"classification", "regression"}
+        Names the metric column (``test accuracy`` or ``test 1 − NRMSE``).
+
+    Returns
+    -------
+    table : DataFrame
+        Columns ``n``, ``test <metric>``, the rest of `CV_COLUMNS` and ``reading``, by n.
+    """
     rows = select(cv, selected).sort_values("n")
     table = rows[["n", *CV_COLUMNS]].reset_index(drop=True)
     table["reading"] = [heterogeneity_reading(row) for _, row in rows.iterrows()]
@@ -108,7 +177,17 @@ def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, csv: str, markdown: str, latex: str, caption: str) -> None:
-    """One table as CSV (full precision), Markdown and LaTeX (3 significant decimals)."""
+    """Write one table as CSV (full precision), Markdown and LaTeX (3 decimals), atomically.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The display table; its index is not written.
+    csv, markdown, latex : str
+        Destination paths of the three formats.
+    caption : str
+        First line of the Markdown file and the LaTeX table's caption; not in the CSV.
+    """
     with atomic_path(csv) as path:
         table.to_csv(path, index=False)
     with atomic_path(markdown) as path:

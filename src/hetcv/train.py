@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,20 @@ BN_RECALIBRATION_IMAGES = 1024
 
 @dataclass
 class FoldResult:
-    """What training one fold produces."""
+    """What training one fold produces.
+
+    Attributes
+    ----------
+    model : BackTopNet
+        The trained model, on the CPU.
+    history : DataFrame
+        One row per epoch: ``epoch``, ``train_loss``, ``heldout_loss``, ``heldout_accuracy``
+        (classification) or ``heldout_rmse`` (regression), and ``seconds``.
+    outputs : ndarray of shape (n_held_out, n_outputs), float32
+        Raw head outputs of the held-out samples (logits, or values in target units).
+    features : ndarray of shape (n_held_out, 512), float32
+        Back-model features of the held-out samples.
+    """
 
     model: BackTopNet
     history: pd.DataFrame  # one row per epoch
@@ -50,9 +64,17 @@ class FoldResult:
 
 
 def select_device() -> torch.device:
-    """CUDA when present, else the CPU. With several visible GPUs (a local multi-GPU box run
-    with ``--resources gpu=N``), the one with the most free memory, so that concurrent train
-    jobs spread over the cards; SLURM jobs see only their own GPU."""
+    """CUDA when present, else the CPU.
+
+    With several visible GPUs (a local multi-GPU box run with ``--resources gpu=N``), the one
+    with the most free memory, so that concurrent train jobs spread over the cards; SLURM jobs
+    see only their own GPU.
+
+    Returns
+    -------
+    torch.device
+        ``cuda:<index>`` or ``cpu``.
+    """
     if not torch.cuda.is_available():
         return torch.device("cpu")
     free = [torch.cuda.mem_get_info(index)[0] for index in range(torch.cuda.device_count())]
@@ -60,7 +82,15 @@ def select_device() -> torch.device:
 
 
 class InputPipeline:
-    """uint8 images → normalised float batches on the device."""
+    """uint8 images → normalised float batches on the device.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, size, size) or (n, 3, size, size), uint8
+        Grey or colour images; kept on the host (pinned on CUDA) without a copy.
+    device : torch.device
+        Where batches are built and returned.
+    """
 
     def __init__(self, images: np.ndarray, device: torch.device):
         self.images = torch.from_numpy(images)
@@ -71,6 +101,18 @@ class InputPipeline:
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """The images at ``index``, grey expanded to 3 channels, ImageNet-normalised.
+
+        Parameters
+        ----------
+        index : Tensor of shape (batch,), int64
+            Rows of ``images``.
+
+        Returns
+        -------
+        Tensor of shape (batch, 3, size, size), float32
+            On the pipeline's device; ``channels_last`` on CUDA.
+        """
         pixels = self.images[index].to(self.device, non_blocking=True)
         if pixels.ndim == 3:
             pixels = pixels.unsqueeze(1).expand(-1, 3, -1, -1)
@@ -84,6 +126,20 @@ def training_batches(n: int, batch_size: int, generator: torch.Generator) -> lis
     """Shuffled batches of indices; a last batch of one sample joins the previous one.
 
     (Batch norm cannot train on a batch of one once the feature map is 1×1.)
+
+    Parameters
+    ----------
+    n : int
+        The number of training samples.
+    batch_size : int
+        The size of every batch but possibly the last.
+    generator : torch.Generator
+        Draws the shuffle.
+
+    Returns
+    -------
+    list of Tensor of shape (batch,), int64
+        Positions ``0..n-1``, each exactly once.
     """
     batches = list(torch.randperm(n, generator=generator).split(batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
@@ -121,6 +177,45 @@ def fit_fold(
     (0: after every epoch), and a run finding a checkpoint with the same ``checkpoint_tag``
     (the training settings) resumes after its epoch: a killed job loses at most that much
     time plus one epoch and ends, on the CPU, with the same model as an uninterrupted run.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, size, size) or (n, 3, size, size), uint8
+        The sample's images.
+    targets : ndarray of shape (n,)
+        One target per image, as above.
+    train_index, test_index : ndarray of int
+        Positions in ``images`` of the training and held-out samples.
+    task : {"classification", "regression"}
+    n_outputs : int
+        The number of classes, or 1 for regression.
+    arch : {"resnet18", "vgg16"}
+        The architecture (see :func:`hetcv.models.build_model`).
+    pretrained : str
+        ``"none"``, ``"imagenet"`` or a checkpoint path.
+    epochs, batch_size : int
+        Training length and batch size.
+    lr : float
+        Adam's learning rate.
+    seed : int
+        Seeds initialisation, shuffling and the BatchNorm recalibration sample.
+    device : torch.device, optional
+        Default: :func:`select_device`.
+    checkpoint : Path, optional
+        Where to save and resume from; None disables checkpoints.
+    checkpoint_tag : str
+        The training settings a resumable checkpoint must have been made with.
+    checkpoint_every_s : float
+        The least time between two saves.
+
+    Returns
+    -------
+    FoldResult
+
+    Raises
+    ------
+    HetcvError
+        When :func:`hetcv.models.build_model` cannot build the model or load its weights.
     """
     device = device or select_device()
     cuda = device.type == "cuda"
@@ -132,19 +227,7 @@ def fit_fold(
     pipeline = InputPipeline(images, device)
 
     classification = task == "classification"
-    y = torch.as_tensor(targets, dtype=torch.long if classification else torch.float32)
-    if classification:
-        loss_fn = nn.CrossEntropyLoss()
-        shift, scale = 0.0, 1.0
-    else:
-        mse = nn.MSELoss()
-
-        def loss_fn(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return mse(outputs.squeeze(1), target)
-
-        shift = float(y[train_index].mean())
-        scale = float(y[train_index].std()) or 1.0
-        y = (y - shift) / scale
+    loss_fn, y, shift, scale = training_objective(targets, train_index, task)
     y = y.to(device)
     train_rows = torch.as_tensor(train_index)
     test_rows = torch.as_tensor(test_index)
@@ -165,18 +248,12 @@ def fit_fold(
         train_loss = train_epoch(model, pipeline, batches, y, loss_fn, optimizer, autocast)
         recalibrate_batch_norm(model, pipeline, calibration_rows, autocast)
         outputs, features = evaluate(model, pipeline, test_rows, autocast)
-        heldout = y[test_rows].cpu()
-        raw = torch.from_numpy(outputs)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "heldout_loss": float(loss_fn(raw, heldout)),
+            **held_out_scores(torch.from_numpy(outputs), y[test_rows].cpu(), loss_fn, scale),
             "seconds": time.perf_counter() - started,
         }
-        if classification:
-            row["heldout_accuracy"] = float((raw.argmax(1) == heldout).float().mean())
-        else:
-            row["heldout_rmse"] = float(((raw.squeeze(1) - heldout) * scale).pow(2).mean().sqrt())
         log.info("epoch %s", row)
         history.append(row)
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
@@ -187,6 +264,69 @@ def fit_fold(
     if not classification:
         outputs = outputs * scale + shift
     return FoldResult(model.cpu(), pd.DataFrame(history), outputs, features)
+
+
+def training_objective(
+    targets: np.ndarray, train_index: np.ndarray, task: str
+) -> tuple[Callable, torch.Tensor, float, float]:
+    """The loss and the targets it compares against, standardised for regression.
+
+    Parameters
+    ----------
+    targets : ndarray of shape (n_images,)
+        Class indices (classification) or values (regression).
+    train_index : ndarray of shape (n_train,)
+        Rows whose mean and sd standardise regression targets.
+    task : {"classification", "regression"}
+
+    Returns
+    -------
+    loss_fn : callable
+        ``loss_fn(outputs (batch, n_outputs), target (batch,))``: cross-entropy or MSE.
+    y : Tensor of shape (n_images,)
+        The targets as the loss sees them (long, or standardised float).
+    shift, scale : float
+        ``target = y · scale + shift`` (0 and 1 for classification).
+    """
+    if task == "classification":
+        return nn.CrossEntropyLoss(), torch.as_tensor(targets, dtype=torch.long), 0.0, 1.0
+    mse = nn.MSELoss()
+
+    def loss_fn(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return mse(outputs.squeeze(1), target)
+
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    shift = float(y[train_index].mean())
+    scale = float(y[train_index].std()) or 1.0
+    return loss_fn, (y - shift) / scale, shift, scale
+
+
+def held_out_scores(
+    outputs: torch.Tensor, target: torch.Tensor, loss_fn: Callable, scale: float
+) -> dict[str, float]:
+    """One epoch's held-out loss and accuracy (classification) or RMSE in target units.
+
+    Parameters
+    ----------
+    outputs : Tensor of shape (n_held_out, n_outputs)
+    target : Tensor of shape (n_held_out,)
+        As :func:`training_objective` returns it.
+    loss_fn : callable
+    scale : float
+        The regression targets' training sd (1 for classification).
+
+    Returns
+    -------
+    dict
+        ``heldout_loss`` and ``heldout_accuracy`` or ``heldout_rmse``.
+    """
+    scores = {"heldout_loss": float(loss_fn(outputs, target))}
+    if target.dtype == torch.long:
+        scores["heldout_accuracy"] = float((outputs.argmax(1) == target).float().mean())
+    else:
+        error = (outputs.squeeze(1) - target) * scale
+        scores["heldout_rmse"] = float(error.pow(2).mean().sqrt())
+    return scores
 
 
 def train_epoch(
@@ -202,6 +342,27 @@ def train_epoch(
 
     The loss is summed on the device and read once at the end: a per-batch ``float(loss)``
     would make the CPU wait for the GPU after every step.
+
+    Parameters
+    ----------
+    model : BackTopNet
+        Trained in place (train mode).
+    pipeline : InputPipeline
+        Builds each batch's images.
+    batches : list of Tensor of shape (batch,), int64
+        Image rows, one tensor per optimiser step.
+    y : Tensor of shape (n_images,)
+        All targets, on the device (see :func:`training_objective`).
+    loss_fn : callable
+        ``loss_fn(outputs, target)``.
+    optimizer : torch.optim.Optimizer
+    autocast : torch.autocast
+        The autocast context (bf16 on CUDA, disabled on the CPU).
+
+    Returns
+    -------
+    float
+        The sample-weighted mean loss of the epoch.
     """
     model.train()
     loss_sum = torch.zeros((), device=y.device)
@@ -219,9 +380,22 @@ def train_epoch(
 
 
 def batch_norm_sample(train_rows: torch.Tensor, seed: int) -> torch.Tensor:
-    """The training rows whose images set the BatchNorm statistics: all of them, or a seeded
-    subset of ``BN_RECALIBRATION_IMAGES`` (drawn with its own generator, so that training's
-    random stream is the same with or without it)."""
+    """The training rows whose images set the BatchNorm statistics.
+
+    All of them, or a seeded subset of ``BN_RECALIBRATION_IMAGES`` (drawn with its own
+    generator, so that training's random stream is the same with or without it).
+
+    Parameters
+    ----------
+    train_rows : Tensor of shape (n_train,), int64
+        The training rows.
+    seed : int
+        Seeds the subset.
+
+    Returns
+    -------
+    Tensor of shape (min(n_train, BN_RECALIBRATION_IMAGES),), int64
+    """
     if len(train_rows) <= BN_RECALIBRATION_IMAGES:
         return train_rows
     order = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed))
@@ -237,6 +411,13 @@ def recalibrate_batch_norm(
     The statistics are reset and accumulated as an equal-weight average over near-equal batches
     (``momentum=None``), with every other layer in eval mode (dropout off, as in the held-out
     pass). The weights are untouched, and training, which uses batch statistics, is unaffected.
+
+    Parameters
+    ----------
+    model, pipeline, autocast
+        As for :func:`train_epoch`; ``model`` is left in eval mode.
+    rows : Tensor of shape (n_rows,), int64
+        The calibration rows (see :func:`batch_norm_sample`).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -256,6 +437,23 @@ def recalibrate_batch_norm(
 
 
 def save_checkpoint(path, tag, epoch, model, optimizer, generator, history) -> None:
+    """Save the training state after ``epoch``, atomically, for :func:`resume`.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file.
+    tag : str
+        The training settings (JSON); a checkpoint resumes only a run with the same tag.
+    epoch : int
+        The last completed epoch.
+    model : BackTopNet
+    optimizer : torch.optim.Optimizer
+    generator : torch.Generator
+        The batch-shuffling generator; the global CPU and CUDA generators are saved too.
+    history : list of dict
+        The history rows so far.
+    """
     state = {
         "tag": tag,
         "epoch": epoch,
@@ -271,7 +469,22 @@ def save_checkpoint(path, tag, epoch, model, optimizer, generator, history) -> N
 
 
 def resume(path, tag, model, optimizer, generator, history) -> int:
-    """Load a matching checkpoint into the training state; returns the epochs it holds."""
+    """Load a matching checkpoint into the training state; returns the epochs it holds.
+
+    Parameters
+    ----------
+    path, tag
+        As for :func:`save_checkpoint`; ``path`` may be None or missing (nothing to resume).
+    model, optimizer, generator
+        Loaded in place, with the global random generators.
+    history : list of dict
+        Extended with the checkpoint's history rows.
+
+    Returns
+    -------
+    int
+        The last epoch done, or 0 when there is no checkpoint or its tag differs.
+    """
     if path is None or not Path(path).exists():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -293,7 +506,20 @@ def resume(path, tag, model, optimizer, generator, history) -> int:
 def evaluate(
     model: BackTopNet, pipeline: InputPipeline, rows: torch.Tensor, autocast
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Head outputs and back-model features of ``rows``, as float32 arrays."""
+    """Head outputs and back-model features of ``rows``, as float32 arrays.
+
+    Parameters
+    ----------
+    model, pipeline, autocast
+        See :func:`train_epoch`; the model is put in eval mode.
+    rows : Tensor of shape (n_rows,), int64
+        The images to evaluate, in order.
+
+    Returns
+    -------
+    outputs : ndarray of shape (n_rows, n_outputs), float32
+    features : ndarray of shape (n_rows, 512), float32
+    """
     model.eval()
     outputs, features = [], []
     for batch in rows.split(EVAL_BATCH_SIZE):
@@ -323,6 +549,26 @@ def held_out_table(
     classification ``probability_0`` … ``probability_{C-1}`` (softmax over ``classes`` in their
     sorted order: what temperature scaling needs), then ``f000`` … ``f511`` (float32
     back-model features).
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        The prepared manifest (``sample_id``, ``target``).
+    test_index : ndarray of shape (n_held_out,)
+        The held-out rows of ``manifest``.
+    n, fold : int
+        The sample size and fold, repeated on every row.
+    task : {"classification", "regression"}
+    classes : ndarray of shape (n_classes,)
+        The sorted class labels (empty for regression).
+    outputs : ndarray of shape (n_held_out, n_outputs)
+        Raw head outputs: logits, or values in target units.
+    features : ndarray of shape (n_held_out, 512)
+
+    Returns
+    -------
+    DataFrame
+        One row per held-out sample, the columns above.
     """
     held_out = manifest.iloc[test_index]
     table = pd.DataFrame(
@@ -355,100 +601,98 @@ def held_out_table(
     return pd.concat([table, feature_frame], axis=1)
 
 
-def run_train_job(
-    *,
-    images: str,
-    manifest: str,
-    split: str,
-    n: int,
-    fold: int,
-    out_model: str,
-    out_features: str,
-    out_history: str,
-    threads: int,
-    task: str,
-    model: str,
-    pretrained: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-) -> None:
-    """The train rule: read the prepared data and split, train, write the three outputs."""
-    torch.set_num_threads(max(1, threads))
-    pixels = np.load(images, mmap_mode="r")
-    table = pd.read_parquet(manifest)
-    assignment = pd.read_parquet(split)
-    train_index = assignment.loc[assignment["fold"] != fold, "index"].to_numpy()
-    test_index = assignment.loc[assignment["fold"] == fold, "index"].to_numpy()
-    rows = np.sort(assignment["index"].to_numpy())
-    # Only the sample's images are loaded; indices are remapped into that subset.
-    subset = np.ascontiguousarray(pixels[rows])
-    position = {row: i for i, row in enumerate(rows)}
-    local_train = np.array([position[row] for row in train_index])
-    local_test = np.array([position[row] for row in test_index])
+def fold_rows(
+    split: pd.DataFrame, fold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sample's rows of the prepared data, and the fold's train and held-out positions.
 
-    target = table["target"].to_numpy()[rows]
+    Parameters
+    ----------
+    split : DataFrame
+        The split table: ``index`` (row of the prepared data) and ``fold``.
+    fold : int
+        The held-out fold.
+
+    Returns
+    -------
+    rows : ndarray of shape (n,)
+        The sample's rows of the prepared data, sorted: only these images are loaded.
+    test_index : ndarray of shape (n_held_out,)
+        The held-out rows of the prepared data.
+    local_train, local_test : ndarray
+        Positions of the training and held-out samples within ``rows``.
+    """
+    rows = np.sort(split["index"].to_numpy())
+    held_out = split["fold"].to_numpy() == fold
+    test_index = split.loc[held_out, "index"].to_numpy()
+    local_train = np.searchsorted(rows, split.loc[~held_out, "index"].to_numpy())
+    return rows, test_index, local_train, np.searchsorted(rows, test_index)
+
+
+def run_train_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The train rule: read the prepared data and split, train, write the three outputs.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``images``, ``manifest`` and ``split``.
+    outputs : dict
+        ``model`` (checkpoint), ``features`` (held-out features table) and ``history``.
+    params : dict
+        ``n``, ``fold``, ``task``, ``model``, ``pretrained``, ``epochs``, ``batch_size``,
+        ``lr``, ``seed`` and ``threads``.
+    """
+    task, fold = params["task"], params["fold"]
+    torch.set_num_threads(max(1, params["threads"]))
+    pixels = np.load(inputs["images"], mmap_mode="r")
+    table = pd.read_parquet(inputs["manifest"])
+    rows, test_index, local_train, local_test = fold_rows(pd.read_parquet(inputs["split"]), fold)
     if task == "classification":
         classes, encoded = np.unique(table["target"].to_numpy(), return_inverse=True)
         targets, n_outputs = encoded[rows], len(classes)
     else:
-        classes, targets, n_outputs = np.array([]), target.astype(np.float32), 1
+        classes, targets, n_outputs = np.array([]), table["target"].to_numpy()[rows], 1
     device = select_device()
     # SLURM sets this when the job was given a GPU: logged as evidence of the allocation.
     log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     log.info(
         "fold %d: %d train, %d held out, device %s, %d threads",
         fold,
-        len(train_index),
-        len(test_index),
+        len(local_train),
+        len(local_test),
         device,
         torch.get_num_threads(),
     )
-    checkpoint = Path(out_model).with_name("checkpoint.pt")
-    tag = json.dumps(
-        {
-            "task": task,
-            "model": model,
-            "pretrained": pretrained,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-            "split": split,
-        },
-        sort_keys=True,
-    )
+    checkpoint = Path(outputs["model"]).with_name("checkpoint.pt")
+    training = {key: params[key] for key in ("epochs", "batch_size", "lr", "seed")}
+    tag = {"task": task, "model": params["model"], "pretrained": params["pretrained"]}
     result = fit_fold(
-        subset,
+        np.ascontiguousarray(pixels[rows]),
         targets,
         local_train,
         local_test,
         task=task,
         n_outputs=n_outputs,
-        arch=model,
-        pretrained=pretrained,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
+        arch=params["model"],
+        pretrained=params["pretrained"],
+        **training,
         device=device,
         checkpoint=checkpoint,
-        checkpoint_tag=tag,
+        checkpoint_tag=json.dumps({**tag, **training, "split": inputs["split"]}, sort_keys=True),
         checkpoint_every_s=float(os.environ.get("HETCV_CHECKPOINT_SECONDS", "60")),
     )
     features = held_out_table(
-        table, test_index, n, fold, task, classes, result.outputs, result.features
+        table, test_index, params["n"], fold, task, classes, result.outputs, result.features
     )
     saved = {
-        "arch": model,
+        "arch": params["model"],
         "task": task,
         "classes": classes.tolist(),
         "image_size": int(pixels.shape[-1]),
         "state_dict": result.model.state_dict(),
     }
-    with atomic_path(out_model) as temporary:
+    with atomic_path(outputs["model"]) as temporary:
         torch.save(saved, temporary)
-    write_csv(result.history, out_history)
-    write_parquet(features, out_features)
+    write_csv(result.history, outputs["history"])
+    write_parquet(features, outputs["features"])
     checkpoint.unlink(missing_ok=True)

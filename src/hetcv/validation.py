@@ -27,28 +27,31 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hetcv.columns import NULL_SETTING
+from hetcv.columns import NULL_SETTING, P_VALUE_COLUMNS
 from hetcv.heterogeneity import FoldPartitions, SampleSize, excess_cv, permutation_null
 from hetcv.seeding import derive_seed
 from hetcv.stats import SIGNIFICANCE, cluster_metrics
 from hetcv.subgroups import recovery
 
 METHODS = ("hetcv", "confusion_cells", "random_partition")
-TEST_COLUMNS = [
-    "cv",
-    "debiased_cv",
-    "null_cv",
-    "excess_cv",
-    "p_value",
-    "p_holm",
-    "p_calibrated",
-    "p_holm_calibrated",
-]
+TEST_COLUMNS = ["cv", "debiased_cv", "null_cv", "excess_cv", *P_VALUE_COLUMNS]
 RECOVERY = ["precision_at_10", "precision_at_25", "auroc", "lift", "precision", "recall"]
 
 
 def setting_label(source: dict) -> str:
-    """``rare 5%``, ``noisy 30%`` or ``nothing planted``, from a validation dataset's source."""
+    """``rare 5%``, ``noisy 30%`` or ``nothing planted``, from a validation dataset's source.
+
+    Parameters
+    ----------
+    source : dict
+        The dataset's ``source`` config: ``variant`` and ``prevalence`` (rare) or
+        ``flip_rate`` (noisy).
+
+    Returns
+    -------
+    str
+        The setting's label in tables and figures.
+    """
     variant = source["variant"]
     if variant == "rare":
         return f"rare {100 * source['prevalence']:g}%"
@@ -58,7 +61,18 @@ def setting_label(source: dict) -> str:
 
 
 def setting_order(source: dict) -> tuple[int, float]:
-    """Rare settings by prevalence, then noisy ones by flip rate, then nothing planted."""
+    """Rare settings by prevalence, then noisy ones by flip rate, then nothing planted.
+
+    Parameters
+    ----------
+    source : dict
+        As for :func:`setting_label`.
+
+    Returns
+    -------
+    tuple of (int, float)
+        Sort key: the variant's rank and its prevalence or flip rate (0 when balanced).
+    """
     variant = source["variant"]
     return (
         ("rare", "noisy", "balanced").index(variant),
@@ -69,7 +83,23 @@ def setting_order(source: dict) -> tuple[int, float]:
 def confusion_cell_ranking(
     fold: pd.DataFrame, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(in_worst, score)`` of the confusion-cell baseline for one held-out fold."""
+    """``(in_worst, score)`` of the confusion-cell baseline for one held-out fold.
+
+    Parameters
+    ----------
+    fold : DataFrame
+        The fold's features rows: ``target, predicted_label, correct, loss``.
+    rng : Generator
+        Orders the samples outside the worst cell.
+
+    Returns
+    -------
+    in_worst : ndarray of shape (n_samples,)
+        Boolean: the sample is in the worst (true, predicted) cell, the one with the lowest
+        accuracy (ties: the larger cell).
+    score : ndarray of shape (n_samples,)
+        1 + the loss percentile in the worst cell, uniform in [0, 0.5) elsewhere.
+    """
     cells = fold["target"].astype(str) + "→" + fold["predicted_label"].astype(str)
     accuracy = fold.groupby(cells)["correct"].agg(["mean", "size"])
     worst = accuracy.sort_values(["mean", "size"], ascending=[True, False]).index[0]
@@ -81,7 +111,26 @@ def confusion_cell_ranking(
 def random_partition_ranking(
     labels: np.ndarray, correct: np.ndarray, k: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(in_worst, score)`` of a random partition with the sizes of ``labels``."""
+    """``(in_worst, score)`` of a random partition with the sizes of ``labels``.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,)
+        The method's hard labels, shuffled across samples.
+    correct : ndarray of shape (n_samples,)
+        Correctness, 0/1; the worst shuffled cluster has the lowest accuracy.
+    k : int
+        Number of clusters.
+    rng : Generator
+        Draws the shuffle and the order within each side.
+
+    Returns
+    -------
+    in_worst : ndarray of shape (n_samples,)
+        Boolean: in the worst shuffled cluster.
+    score : ndarray of shape (n_samples,)
+        ``in_worst`` plus uniform noise in [0, 0.5): members first, in random order.
+    """
     shuffled = rng.permutation(labels)
     metric, _ = cluster_metrics(shuffled, correct, k, "classification", 1.0)
     in_worst = shuffled == int(np.nanargmin(metric))
@@ -97,9 +146,22 @@ def fold_recovery(
 ) -> pd.DataFrame:
     """Recovery of the planted group in one fold by the method and the two baselines.
 
-    ``fold``: the fold's features table (``sample_id, target, predicted_label, correct,
-    loss``); ``assignments`` / ``runs``: the selected clustering's rows of this fold;
-    ``planted``: boolean, indexed by ``sample_id``. One row per (method, repeat).
+    Parameters
+    ----------
+    fold : DataFrame
+        The fold's features table: ``sample_id, target, predicted_label, correct, loss``.
+    assignments, runs : DataFrame
+        The selected clustering's assignment and run rows of this fold.
+    planted : Series of bool
+        Whether each sample is planted, indexed by ``sample_id``.
+    rng : Generator
+        Randomness of both baselines.
+
+    Returns
+    -------
+    DataFrame
+        One row per (method, repeat): ``method, repeat`` and the :func:`recovery` columns;
+        ``confusion_cells`` has one row, as repeat 0.
     """
     fold = fold.set_index("sample_id")
     member = planted.loc[fold.index].to_numpy(dtype=bool)
@@ -122,6 +184,20 @@ def fold_recovery(
 
 
 def planted_accuracy(features: pd.DataFrame, planted: pd.Series) -> dict[str, float]:
+    """Accuracy overall, of the planted samples and of the others.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Held-out rows (``sample_id, correct``), e.g. every fold at one n.
+    planted : Series of bool
+        Planted indicator, indexed by ``sample_id``.
+
+    Returns
+    -------
+    dict of str to float
+        ``accuracy``, ``planted_accuracy`` (NaN when nothing is planted), ``other_accuracy``.
+    """
     member = planted.loc[features["sample_id"]].to_numpy(dtype=bool)
     correct = features["correct"].to_numpy(dtype=np.float64)
     return {
@@ -143,8 +219,27 @@ def setting_table(
 ) -> pd.DataFrame:
     """One validation dataset's rows: per (n, method), recovery and the heterogeneity test.
 
-    ``features``, ``assignments`` and ``runs`` hold every (n, fold) of the selected
-    clustering; ``cv`` is the dataset's summary CV table restricted to it.
+    Parameters
+    ----------
+    setting : str
+        The setting's label (:func:`setting_label`).
+    dataset : str
+        The validation dataset's name; it also keys the random baselines' seeds.
+    features, assignments, runs : DataFrame
+        Held-out rows, assignments and run rows of every (n, fold) of the selected clustering.
+    cv : DataFrame
+        The dataset's summary CV table restricted to the selected clustering (one row per n).
+    planted : Series of bool
+        True for the planted samples, indexed by ``sample_id``.
+    seed : int
+        The config's seed; with dataset, n and fold it seeds each fold's baselines.
+
+    Returns
+    -------
+    DataFrame
+        Per (n, method): ``setting, dataset, n, method, planted_share``, the
+        :func:`planted_accuracy` keys, the :data:`RECOVERY` columns (NaN when nothing is
+        planted) and, for ``hetcv`` only, the :data:`TEST_COLUMNS` of ``cv``.
     """
     rows = []
     for n, size_features in features.groupby("n", sort=True):
@@ -188,10 +283,28 @@ def null_calibration(
     """False-positive rate of the heterogeneity test when correctness ignores the clusters.
 
     For every n and replicate, each fold's correctness is permuted across its samples, then
-    the fold × repeat averaged CV is tested exactly as the summary tests it. Returns per n:
-    replicates, the false-positive rate at 5 %, the mean p-value and the mean excess CV
-    (√(CV² − null CV²)). Permuting correctness meets the test's null by construction, so this
-    checks the implementation on real cluster sizes, not a realistic null.
+    the fold × repeat averaged CV is tested exactly as the summary tests it. Permuting
+    correctness meets the test's null by construction, so this checks the implementation on
+    real cluster sizes, not a realistic null.
+
+    Parameters
+    ----------
+    features : DataFrame
+        The null setting's held-out rows: ``n, fold, sample_id, correct``.
+    assignments : DataFrame
+        Its selected clustering's ``n, fold, repeat, sample_id, cluster``.
+    replicates : int
+        Permuted-correctness replicates per n.
+    permutations : int
+        Permutations of each replicate's test.
+    seed : int
+        The config's seed.
+
+    Returns
+    -------
+    DataFrame
+        Per n: ``n, replicates``, ``false_positive_rate`` (share of p < 0.05),
+        ``mean_p_value`` and ``mean_excess_cv`` (√(CV² − null CV²)).
     """
     rows = []
     for n, size_features in features.groupby("n", sort=True):
@@ -227,7 +340,21 @@ def null_calibration(
 
 
 def summary_markdown(table: pd.DataFrame, calibration: pd.DataFrame) -> str:
-    """The README's "Does it work?" tables, as measured."""
+    """The README's "Does it work?" tables, as measured.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The recovery table (:func:`setting_table` rows of every setting).
+    calibration : DataFrame
+        The null calibration (:func:`null_calibration`).
+
+    Returns
+    -------
+    str
+        Markdown: recovery (AUROC, precision@10) per setting, n and method, the ``hetcv``
+        rows' test columns and the calibration; it ends with a newline.
+    """
     shown = table.copy()
     shown["method"] = pd.Categorical(shown["method"], METHODS)
     recovery_view = shown.pivot_table(
@@ -256,45 +383,99 @@ def summary_markdown(table: pd.DataFrame, calibration: pd.DataFrame) -> str:
     )
 
 
-def run_validation_job(
-    *,
-    inputs: dict[str, dict[str, list[str]]],
-    out_table: str,
-    out_calibration: str,
-    out_summary: str,
+VALIDATION_INPUTS = ("manifest", "cv", "features", "assignments", "runs")
+
+
+def validation_tables(
+    datasets: dict[str, dict[str, pd.DataFrame]],
     settings: dict[str, dict],
+    *,
     selected: dict,
     replicates: int,
     permutations: int,
     seed: int,
-) -> None:
-    """The validation rule: ``inputs[dataset]`` holds that dataset's file lists by kind."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The benchmark's recovery table and the null setting's calibration.
+
+    Parameters
+    ----------
+    datasets : dict
+        Planted dataset name → its ``manifest`` (with ``planted``), ``cv`` (summary),
+        ``features``, ``assignments`` and ``runs`` (every fold, the selected clustering).
+    settings : dict
+        Planted dataset name → its ``source`` config (``variant`` and the planted effect).
+    selected : dict
+        The selected clustering (``algorithm``, ``k``).
+    replicates, permutations, seed : int
+        The null calibration's replicates, the permutations per test, the seed.
+
+    Returns
+    -------
+    table, calibration : DataFrame
+        One row per setting and method (:func:`setting_table`), and the false-positive
+        rates of the null setting (:func:`null_calibration`).
+
+    Raises
+    ------
+    HetcvError
+        Unless exactly one dataset has ``variant: balanced`` (the null setting).
+    """
     from hetcv.errors import HetcvError
-    from hetcv.io import atomic_path, write_csv
 
     def selected_rows(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[(frame["algorithm"] == selected["algorithm"]) & (frame["k"] == selected["k"])]
 
     tables, calibration = [], None
-    for dataset in sorted(inputs, key=lambda name: setting_order(settings[name])):
-        files = inputs[dataset]
-        features = pd.concat(map(pd.read_parquet, files["features"]), ignore_index=True)
-        assignments = selected_rows(
-            pd.concat(map(pd.read_parquet, files["assignments"]), ignore_index=True)
-        )
-        runs = selected_rows(pd.concat(map(pd.read_parquet, files["runs"]), ignore_index=True))
-        cv = selected_rows(pd.read_parquet(files["cv"][0]))
-        planted = pd.read_parquet(files["manifest"][0]).set_index("sample_id")["planted"]
+    for dataset in sorted(datasets, key=lambda name: setting_order(settings[name])):
+        frames = datasets[dataset]
+        assignments, runs = selected_rows(frames["assignments"]), selected_rows(frames["runs"])
+        planted = frames["manifest"].set_index("sample_id")["planted"]
         label = setting_label(settings[dataset])
-        tables.append(setting_table(label, dataset, features, assignments, runs, cv, planted, seed))
+        cv = selected_rows(frames["cv"])
+        tables.append(
+            setting_table(label, dataset, frames["features"], assignments, runs, cv, planted, seed)
+        )
         if settings[dataset]["variant"] == "balanced":
             if calibration is not None:
                 raise HetcvError("validation: more than one dataset has source.variant 'balanced'")
-            calibration = null_calibration(features, assignments, replicates, permutations, seed)
+            calibration = null_calibration(
+                frames["features"], assignments, replicates, permutations, seed
+            )
     if calibration is None:
         raise HetcvError("validation: no dataset has source.variant 'balanced' (the null setting)")
-    table = pd.concat(tables, ignore_index=True)
-    write_csv(table, out_table)
-    write_csv(calibration, out_calibration)
-    with atomic_path(out_summary) as temporary:
+    return pd.concat(tables, ignore_index=True), calibration
+
+
+def run_validation_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The validation rule: score the planted-subgroup benchmark.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``{dataset}_{kind}`` for each planted dataset and each kind of
+        :data:`VALIDATION_INPUTS`, each a list of paths.
+    outputs : dict
+        ``table`` and ``calibration`` (CSV) and ``summary`` (Markdown).
+    params : dict
+        ``settings`` (dataset → source config) and the keyword arguments of
+        :func:`validation_tables`.
+    """
+    from hetcv.io import atomic_path, write_csv
+
+    def read(paths: list[str]) -> pd.DataFrame:
+        return pd.concat(map(pd.read_parquet, paths), ignore_index=True)
+
+    settings = params["settings"]
+    datasets = {
+        name: {kind: read(inputs[f"{name}_{kind}"]) for kind in VALIDATION_INPUTS}
+        for name in settings
+    }
+    table, calibration = validation_tables(
+        datasets,
+        settings,
+        **{key: params[key] for key in ("selected", "replicates", "permutations", "seed")},
+    )
+    write_csv(table, outputs["table"])
+    write_csv(calibration, outputs["calibration"])
+    with atomic_path(outputs["summary"]) as temporary:
         temporary.write_text(summary_markdown(table, calibration))

@@ -15,17 +15,78 @@ CORRELATION_LEVELS = {
 }
 
 
+SUMMARY_INTRODUCTION = (
+    "# hetcv: heterogeneity verdicts\n\n"
+    "CV = coefficient of variation of the per-cluster test metric (%). The raw CV (the "
+    "paper's) mixes two things: real differences between the clusters and the sampling "
+    "noise of small clusters (for accuracy a and m samples a cluster, about "
+    "√((1 − a)/(a·m)) on its own). The debiased CV removes the noise (method of moments, "
+    "as in meta-analysis); I² is the share of the spread that is real. p (Holm): "
+    "permutation test of the raw CV, adjusted over the sample sizes. p calibrated: "
+    "are the errors more uneven over the clusters than the model's own (temperature-"
+    "scaled) confidence predicts? A model's errors always gather on hard images, so the "
+    "first test is nearly always significant with enough data; the second asks whether "
+    "a cluster fails beyond what the model knows about it. Guide: CV < 10 % very good, "
+    "10–20 good, 20–30 acceptable, > 30 not acceptable (clinical chemistry, quoted by "
+    "the paper); the paper recommends CV < 5 %.\n"
+)
+
+
 def interval(value: float, low: float, high: float, digits: int = 1) -> str:
+    """Format an estimate with its interval as ``"value (low–high)"``.
+
+    Parameters
+    ----------
+    value : float
+        The estimate.
+    low, high : float
+        Bounds of its confidence interval.
+    digits : int, default=1
+        Decimals shown for all three numbers.
+
+    Returns
+    -------
+    text : str
+        The formatted estimate, or ``"–"`` if ``value`` is not finite.
+    """
     if not np.isfinite(value):
         return "–"
     return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
 
 def p_text(value: float) -> str:
+    """Format a p-value with three decimals, or ``"–"`` if it is not finite (untested).
+
+    Parameters
+    ----------
+    value : float
+        The p-value, possibly NaN.
+
+    Returns
+    -------
+    text : str
+        E.g. ``"0.012"``.
+    """
     return f"{value:.3f}" if np.isfinite(value) else "–"
 
 
 def correlation_line(row: pd.Series, metric: str) -> str:
+    """Describe one correlation of the CV with the test metric as a Markdown bullet.
+
+    Parameters
+    ----------
+    row : pandas.Series
+        One row of the correlation table (see `hetcv.stats.correlation`), with its ``level``
+        (a key of ``CORRELATION_LEVELS``).
+    metric : str
+        Label of the test metric, e.g. ``"accuracy"``.
+
+    Returns
+    -------
+    line : str
+        Pearson r with permutation p and bootstrap CI, and Spearman ρ; or a note that there
+        were too few points (or no spread) for a correlation.
+    """
     where = CORRELATION_LEVELS[row["level"]]
     if not pd.notna(row["pearson"]):
         return f"- {where} against test {metric}: too few points (or no spread) for a correlation."
@@ -50,6 +111,34 @@ def dataset_verdict(
     subgroups: pd.DataFrame,
     selected: dict,
 ) -> str:
+    """Write the Markdown section of ``results/summary.md`` for one dataset.
+
+    A table of the debiased and raw CV per sample size, then bullets on the paper's 5 %
+    guideline at the largest n, the correlations, empty clusters, the weakest cluster and
+    the subgroups that the worst cluster holds.
+
+    Parameters
+    ----------
+    dataset : str
+        Name of the dataset, used as the heading.
+    task : {"classification", "regression"}
+        Decides the metric's label.
+    cv : pandas.DataFrame
+        Per-(algorithm, k, n) summary: CVs with CIs, I², Holm p-values, weakest cluster.
+    clusters : pandas.DataFrame
+        Per-cluster summary with ``n``, ``cluster``, ``empty_runs`` and ``runs``.
+    correlation : pandas.DataFrame
+        One row per correlation level; see `correlation_line`.
+    subgroups : pandas.DataFrame
+        Subgroups with ``n``, ``subgroup``, ``lift``, ``precision`` and ``auroc``; may be empty.
+    selected : dict
+        The selected clustering: ``{"algorithm": ..., "k": ...}``.
+
+    Returns
+    -------
+    section : str
+        Markdown text, ending with a blank line.
+    """
     metric = METRIC_LABEL[task]
     rows = select(cv, selected).sort_values("n")
     lines = [

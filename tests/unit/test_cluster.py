@@ -166,19 +166,20 @@ def test_fold_analysis_tables_are_consistent():
         seed=1,
     )
     assert len(result.assignments) == 80 * 2 * 3
-    assert len(result.runs) == 2 * 3 and len(result.clusters) == (2 + 3) * 3
+    assert len(result.runs) == 2 * 3 and len(result.cluster_stats) == (2 + 3) * 3
     assert len(result.pairs) == (1 + 3) * 3
-    sizes = result.clusters.groupby(["k", "repeat"])["size"].sum()
+    sizes = result.cluster_stats.groupby(["k", "repeat"])["size"].sum()
     assert (sizes == 80).all()
     for _, run in result.runs.iterrows():
         assert len(run["null_cv"]) == 49
-        clusters = result.clusters[
-            (result.clusters["k"] == run["k"]) & (result.clusters["repeat"] == run["repeat"])
+        clusters = result.cluster_stats[
+            (result.cluster_stats["k"] == run["k"])
+            & (result.cluster_stats["repeat"] == run["repeat"])
         ]
         metric = clusters["metric"].to_numpy()
         assert run["cv"] == pytest.approx(np.std(metric, ddof=1) / np.mean(metric) * 100)
         assert run["worst_cluster"] == np.argmin(metric)
-    assert len(result.clusters["centroid"].iloc[0]) == 6  # 5 components + the loss column
+    assert len(result.cluster_stats["centroid"].iloc[0]) == 6  # 5 components + the loss column
 
 
 def test_clusters_built_from_the_loss_get_no_p_value():

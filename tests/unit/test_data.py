@@ -70,12 +70,14 @@ def test_balanced_setting_plants_nothing():
 
 def test_prepare_streams_resized_uint8_grey_images(tmp_path):
     run_prepare_job(
-        out_images=str(tmp_path / "images.npy"),
-        out_manifest=str(tmp_path / "m.parquet"),
-        source={"kind": "digits", "variant": "digitvalue"},
-        task="regression",
-        image_size=32,
-        seed=0,
+        {},
+        {"images": str(tmp_path / "images.npy"), "manifest": str(tmp_path / "m.parquet")},
+        {
+            "source": {"kind": "digits", "variant": "digitvalue"},
+            "task": "regression",
+            "image_size": 32,
+            "seed": 0,
+        },
     )
     images = np.load(tmp_path / "images.npy")
     assert images.shape == (1797, 32, 32) and images.dtype == np.uint8

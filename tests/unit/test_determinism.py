@@ -7,9 +7,7 @@ from hetcv.io import write_parquet
 def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
     features = tmp_path / "features.parquet"
     write_parquet(synthetic_features(n=60, seed=4), features)
-    settings = dict(
-        task="classification",
-        nrmse_normalizer=None,
+    clustering = dict(
         algorithm="gmm",
         k=[2, 3],
         repeats=2,
@@ -18,8 +16,6 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
         within="all",
         error_aware=False,
         null_permutations=19,
-        n=60,
-        fold=0,
     )
     outputs = {}
     for attempt, seed in (("first", 11), ("again", 11), ("other", 12)):
@@ -28,11 +24,15 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
             for name in ("assignments", "cluster_stats", "pairs", "runs")
         }
         run_cluster_job(
-            features=str(features),
-            manifest="unused",
-            **{f"out_{name}": str(path) for name, path in paths.items()},
-            seed=seed,
-            **settings,
+            {"features": str(features), "manifest": "unused"},
+            {name: str(path) for name, path in paths.items()},
+            {
+                "task": "classification",
+                "nrmse_normalizer": None,
+                "n": 60,
+                "fold": 0,
+                "clustering": {**clustering, "seed": seed},
+            },
         )
         outputs[attempt] = {name: path.read_bytes() for name, path in paths.items()}
     assert outputs["first"] == outputs["again"]

@@ -51,7 +51,7 @@ def empty_fold(monkeypatch, caplog):
 
 def test_an_empty_cluster_is_flagged_and_its_run_cv_is_over_the_others(empty_fold):
     features, result, log_text = empty_fold
-    clusters, runs = result.clusters, result.runs
+    clusters, runs = result.cluster_stats, result.runs
     empty = clusters[clusters["empty"]]
     assert len(empty) == 2 and (empty["size"] == 0).all() and empty["metric"].isna().all()
     with_empty = result.pairs[result.pairs["cluster_b"] == 2]
@@ -80,7 +80,7 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
         for fold in (0, 1):
             key = {"n": n, "fold": fold}
             runs.append(result.runs.assign(**key, fold_metric=0.8))
-            clusters.append(result.clusters.assign(**key))
+            clusters.append(result.cluster_stats.assign(**key))
             assignments.append(result.assignments.assign(**key))
             held_out.append(features.assign(**key))
     clusters = pd.concat(clusters, ignore_index=True)

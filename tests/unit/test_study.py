@@ -103,11 +103,10 @@ def params_of(study, rule, job=JOB):
 def test_params_hold_the_slice_that_changes_a_result():
     base = resolved()
     cluster = params_of(base, "cluster")
-    assert cluster["fcm"] == TINY_STUDY["clustering"]["fcm"] and cluster["task"] == "classification"
-    assert (
-        params_of(base, "cluster", SimpleNamespace(**{**vars(JOB), "algorithm": "gmm"}))["fcm"]
-        is None
-    )
+    assert cluster["clustering"]["fcm"] == TINY_STUDY["clustering"]["fcm"]
+    assert cluster["task"] == "classification" and (cluster["n"], cluster["fold"]) == (200, 1)
+    gmm = params_of(base, "cluster", SimpleNamespace(**{**vars(JOB), "algorithm": "gmm"}))
+    assert gmm["clustering"]["fcm"] is None
     assert params_of(base, "train")["epochs"] == 3
     # Each change reaches exactly the rules whose results depend on it.
     changes = {

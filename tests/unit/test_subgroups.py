@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hetcv.subgroups import recovery, subgroup_recovery
+from hetcv.subgroups import recovery, recovery_by_size, subgroup_recovery, subgroup_shares
 
 
 def test_recovery_against_a_hand_example():
@@ -40,3 +40,37 @@ def test_subgroup_recovery_uses_each_runs_worst_cluster():
     x = table[table["subgroup"] == "x"]
     assert list(x["precision"]) == [1.0, 1.0] and list(x["lift"]) == [2.0, 2.0]
     assert list(x["auroc"]) == [1.0, 1.0]
+
+
+def test_recovery_by_size_averages_runs_within_each_sample_size():
+    # n = 4: the worst cluster holds exactly subgroup x in repeat 0 and half of it in repeat 1.
+    assignments = pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "c", "d"] * 2,
+            "n": [4] * 8,
+            "fold": [0] * 8,
+            "repeat": [0] * 4 + [1] * 4,
+            "cluster": [1, 1, 0, 0, 1, 0, 0, 0],
+            "worst_membership": [0.9, 0.8, 0.1, 0.2, 0.9, 0.3, 0.2, 0.1],
+        }
+    )
+    runs = pd.DataFrame({"n": [4, 4], "fold": [0, 0], "repeat": [0, 1], "worst_cluster": [1, 1]})
+    subgroup = pd.Series(["x", "x", "y", "y"], index=["a", "b", "c", "d"])
+    table = recovery_by_size(assignments, runs, subgroup)
+    assert list(table["subgroup"]) == ["x", "y"] and list(table["n"]) == [4, 4]
+    x = table.iloc[0]
+    assert x["precision"] == pytest.approx((1.0 + 1.0) / 2)
+    assert x["recall"] == pytest.approx((1.0 + 0.5) / 2)
+    assert "fold" not in table and "repeat" not in table
+
+
+def test_subgroup_shares_sum_to_100_per_cluster():
+    clusters = pd.DataFrame(
+        {"sample_id": ["a", "b", "c", "d", "e"], "n": [5] * 5, "cluster": [0, 0, 0, 1, 1]}
+    )
+    subgroup = pd.Series(["x", "x", "y", "y", "y"], index=["a", "b", "c", "d", "e"])
+    shares = subgroup_shares(clusters, subgroup).set_index(["cluster", "subgroup"])["share"]
+    assert shares[(0, "x")] == pytest.approx(200 / 3)
+    assert shares[(0, "y")] == pytest.approx(100 / 3)
+    assert shares[(1, "y")] == pytest.approx(100.0)
+    assert (1, "x") not in shares.index

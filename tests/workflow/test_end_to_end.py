@@ -145,7 +145,7 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     assert row["test_metric"] == pytest.approx(
         runs[runs["n"] == 400].groupby("fold")["fold_metric"].first().mean()
     )
-    clusters = pd.read_parquet(summary / "clusters.parquet")
+    clusters = pd.read_parquet(summary / "cluster_stats.parquet")
     selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
     assert selected.groupby("n")["size_pct"].sum().round(6).eq(100).all()
     assert (selected["ci_method"] == "fold bootstrap").all()
@@ -168,7 +168,7 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     assert (worst["ci_low"], worst["ci_high"]) == pytest.approx(
         wilson_interval(*pooled.loc[1, ["score_sum", "size"]])
     )
-    table1 = pd.read_parquet(summary / "table1.parquet")
+    table1 = pd.read_parquet(summary / "cluster_pairs.parquet")
     assert len(table1[(table1["algorithm"] == "fcm") & (table1["k"] == 3)]) == 3 * 2
     subgroups = pd.read_parquet(summary / "subgroups.parquet")
     assert set(subgroups["subgroup"]) == set(range(10))
@@ -179,7 +179,7 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
 
 
 def test_regression_summary_uses_bootstrap_cluster_intervals(tiny_study):
-    clusters = pd.read_parquet(tiny_study / "results/digitvalue/summary/clusters.parquet")
+    clusters = pd.read_parquet(tiny_study / "results/digitvalue/summary/cluster_stats.parquet")
     selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
     assert (selected["ci_method"] == "fold bootstrap").all()
     # 1 − NRMSE is at most 1 in every cluster that had samples; a cluster empty in every run

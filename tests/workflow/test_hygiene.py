@@ -40,3 +40,18 @@ def test_each_path_is_written_once_and_common_smk_stays_small():
     assert text.count("manifest.parquet") == 1
     assert text.count("features.parquet") == 1
     assert len((rules / "common.smk").read_text().splitlines()) <= 160
+
+
+def test_every_script_is_the_two_line_adapter_and_every_job_has_one_signature():
+    import ast
+    import importlib
+    import inspect
+
+    for script in sorted((PROJECT / "workflow/scripts").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        *imports, call = tree.body[1:]
+        assert all(isinstance(node, ast.ImportFrom) for node in imports), script.name
+        assert ast.unparse(call).startswith("run_from_snakemake(snakemake, run_"), script.name
+        job_import = next(node for node in imports if node.module != "hetcv.jobs")
+        job = getattr(importlib.import_module(job_import.module), job_import.names[0].name)
+        assert list(inspect.signature(job).parameters) == ["inputs", "outputs", "params"]

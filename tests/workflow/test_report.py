@@ -20,7 +20,7 @@ def summary(workdir, dataset, name):
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_table_value_is_recomputed_from_the_summaries(tiny_study, dataset):
     tables = tiny_study / "results/tables"
-    pairs = summary(tiny_study, dataset, "table1")
+    pairs = summary(tiny_study, dataset, "cluster_pairs")
     table1 = pd.read_csv(tables / f"{dataset}_table1.csv")
     for _, row in pairs.iterrows():
         pair = f"{row['cluster_a']}-{row['cluster_b']}"
@@ -30,7 +30,7 @@ def test_every_table_value_is_recomputed_from_the_summaries(tiny_study, dataset)
         ):
             cell = table1[(table1["distance"] == label) & (table1["n"] == row["n"])][pair]
             assert cell.item() == pytest.approx(row[column], nan_ok=True)
-    clusters = summary(tiny_study, dataset, "clusters")
+    clusters = summary(tiny_study, dataset, "cluster_stats")
     table2 = pd.read_csv(tables / f"{dataset}_table2.csv")
     merged = table2.merge(clusters, on=["cluster", "n"], validate="one_to_one")
     assert len(merged) == len(clusters)

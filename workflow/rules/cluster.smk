@@ -14,7 +14,7 @@ rule cluster:
     conda:
         "../../envs/analysis.yaml"
     params:
-        cluster=params_of("cluster"),
+        settings=params_of("cluster"),
     script:
         "../scripts/cluster.py"
 
@@ -36,7 +36,7 @@ rule summarize:
     conda:
         "../../envs/analysis.yaml"
     params:
-        summarize=params_of("summarize"),
+        settings=params_of("summarize"),
     script:
         "../scripts/summarize.py"
 
@@ -54,6 +54,6 @@ rule subgroup_variants:
     conda:
         "../../envs/analysis.yaml"
     params:
-        variants=params_of("subgroup_variants"),
+        settings=params_of("subgroup_variants"),
     script:
         "../scripts/subgroup_variants.py"

@@ -9,6 +9,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [HETCV_SRC, os.environ.get("PYTHONPATH")]))
 )
 
+from hetcv.columns import SUMMARY_TABLES
 from hetcv.data import source_has_subgroups
 from hetcv.study import resolve_study, rule_params
 
@@ -47,7 +48,6 @@ PATHS = {
 FIGURES = ["fig2", "fig3", "fig4", "fig5", "validity"]
 PICTURES = ["scatter", "gallery"]
 TABLES = ["table1", "table2", "cv"]
-SUMMARY_TABLES = "cv clusters table1 validity fold_cv correlation subgroups".split()
 
 
 def params_of(name):
@@ -128,7 +128,7 @@ def summary_md_inputs(wildcards):
     return {
         f"{name}_{table}": PATHS["summary"].format(dataset=name, table=table)
         for name in STUDY.datasets
-        for table in ("cv", "clusters", "correlation", "subgroups")
+        for table in ("cv", "cluster_stats", "correlation", "subgroups")
     }
 
 

@@ -11,7 +11,7 @@ rule prepare:
     conda:
         "../../envs/analysis.yaml"
     params:
-        prepare=params_of("prepare"),
+        settings=params_of("prepare"),
     script:
         "../scripts/prepare.py"
 
@@ -28,6 +28,6 @@ rule split:
     conda:
         "../../envs/analysis.yaml"
     params:
-        split=params_of("split"),
+        settings=params_of("split"),
     script:
         "../scripts/split.py"

@@ -9,7 +9,7 @@ localrules:
 
 rule tables:
     input:
-        **summary_tables("cv", "clusters", "table1"),
+        **summary_tables("cv", "cluster_stats", "cluster_pairs"),
     output:
         **registered(output_files("table", TABLES), "Tables"),
     log:
@@ -19,14 +19,14 @@ rule tables:
     conda:
         "../../envs/plots.yaml"
     params:
-        tables=params_of("tables"),
+        settings=params_of("tables"),
     script:
         "../scripts/tables.py"
 
 
 rule figures:
     input:
-        **summary_tables("cv", "clusters", "fold_cv", "correlation", "validity"),
+        **summary_tables("cv", "cluster_stats", "fold_cv", "correlation", "validity"),
     output:
         **registered(output_files("figure", FIGURES), "Figures"),
     log:
@@ -36,7 +36,7 @@ rule figures:
     conda:
         "../../envs/plots.yaml"
     params:
-        figures=params_of("figures"),
+        settings=params_of("figures"),
     script:
         "../scripts/figures.py"
 
@@ -54,7 +54,7 @@ rule export_clusters:
     conda:
         "../../envs/analysis.yaml"
     params:
-        export=params_of("export_clusters"),
+        settings=params_of("export_clusters"),
     script:
         "../scripts/export_clusters.py"
 
@@ -65,7 +65,7 @@ rule cluster_pictures:
         first_folds=first_fold_features,
         images=rules.prepare.output.images,
         manifest=rules.prepare.output.manifest,
-        clusters=rules.summarize.output.clusters,
+        cluster_stats=rules.summarize.output.cluster_stats,
     output:
         **registered(output_files("figure", PICTURES), "Cluster pictures"),
     log:
@@ -75,7 +75,7 @@ rule cluster_pictures:
     conda:
         "../../envs/plots.yaml"
     params:
-        pictures=params_of("cluster_pictures"),
+        settings=params_of("cluster_pictures"),
     script:
         "../scripts/cluster_pictures.py"
 
@@ -93,7 +93,7 @@ rule subgroup_heatmap:
     conda:
         "../../envs/plots.yaml"
     params:
-        figures=params_of("subgroup_heatmap"),
+        settings=params_of("subgroup_heatmap"),
     script:
         "../scripts/subgroup_heatmap.py"
 
@@ -112,6 +112,6 @@ rule summary_md:
     conda:
         "../../envs/plots.yaml"
     params:
-        summary=params_of("summary_md"),
+        settings=params_of("summary_md"),
     script:
         "../scripts/summary_md.py"

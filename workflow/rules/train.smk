@@ -17,6 +17,6 @@ rule train:
         mem_mb=8000,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
-        train=params_of("train"),
+        settings=params_of("train"),
     script:
         "../scripts/train.py"

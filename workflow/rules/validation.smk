@@ -12,7 +12,7 @@ rule validation:
     conda:
         "../../envs/analysis.yaml"
     params:
-        validation=params_of("validation"),
+        settings=params_of("validation"),
     script:
         "../scripts/validation.py"
 
@@ -30,7 +30,7 @@ rule validation_figure:
     conda:
         "../../envs/plots.yaml"
     params:
-        figure=params_of("validation_figure"),
+        settings=params_of("validation_figure"),
     script:
         "../scripts/validation_figure.py"
 

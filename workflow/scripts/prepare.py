@@ -1,15 +1,6 @@
 """Decode, validate and resize one dataset's images; write images.npy and manifest.parquet."""
 
-import json
-import logging
-
 from hetcv.data import run_prepare_job
-from hetcv.errors import one_line_errors
+from hetcv.jobs import run_from_snakemake
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)
-with one_line_errors():
-    run_prepare_job(
-        out_images=snakemake.output.images,
-        out_manifest=snakemake.output.manifest,
-        **json.loads(snakemake.params.prepare),
-    )
+run_from_snakemake(snakemake, run_prepare_job)
