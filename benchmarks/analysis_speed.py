@@ -140,6 +140,7 @@ def main() -> None:
             {
                 "task": "regression",
                 "nrmse_normalizer": "range",
+                "metadata_columns": [],
                 "summary": {
                     "selected": {"algorithm": "fcm", "k": 4},
                     "within": "all",

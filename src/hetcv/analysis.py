@@ -32,7 +32,7 @@ from hetcv.cluster import (
     pca_scores,
     silhouette,
 )
-from hetcv.columns import FEATURE_COLUMNS
+from hetcv.columns import feature_columns
 from hetcv.errors import HetcvError
 from hetcv.io import write_parquet
 from hetcv.seeding import derive_seed
@@ -101,7 +101,7 @@ def clustered_space(
     Parameters
     ----------
     features : DataFrame
-        One fold's held-out rows with the ``f000``…``f511`` feature columns and ``loss``.
+        One fold's held-out rows with the feature columns (``f000`` …) and ``loss``.
     pca_components : int
         Principal components to keep (capped by :func:`hetcv.cluster.pca_scores`).
     error_aware : bool
@@ -114,7 +114,8 @@ def clustered_space(
     points : ndarray of shape (n_samples, n_dims)
         ``n_dims``: the components kept, plus one when ``error_aware``.
     """
-    points = pca_scores(features[FEATURE_COLUMNS].to_numpy(), pca_components, seed)
+    embedding = features[feature_columns(features.columns)].to_numpy()
+    points = pca_scores(embedding, pca_components, seed)
     if error_aware:
         points = add_loss_dimension(points, features["loss"].to_numpy(dtype=np.float64))
     return points

@@ -1,7 +1,22 @@
 """Names shared by the stages (dependency-free, so no job imports more than it needs)."""
 
-FEATURE_DIM = 512
-FEATURE_COLUMNS = [f"f{index:03d}" for index in range(FEATURE_DIM)]
+import re
+
+FEATURE_DIM = 512  # the CNN back models' global-pool width
+_FEATURE_NAME = re.compile(r"f\d{3,}")
+
+
+def feature_names(width: int) -> list[str]:
+    """The feature columns of a ``width``-wide embedding: ``f000``, ``f001`` …"""
+    return [f"f{index:03d}" for index in range(width)]
+
+
+def feature_columns(columns) -> list[str]:
+    """The feature columns among ``columns`` (a features table's), in their order."""
+    return [column for column in columns if _FEATURE_NAME.fullmatch(str(column))]
+
+
+FEATURE_COLUMNS = feature_names(FEATURE_DIM)
 # The planted benchmark's balanced setting (not "null": CSV readers take it for NaN).
 NULL_SETTING = "nothing planted"
 # The summarize rule's tables, results/{dataset}/summary/{name}.parquet (config/README.md).
@@ -13,6 +28,7 @@ SUMMARY_TABLES = (
     "fold_cv",
     "correlation",
     "subgroups",
+    "metadata",
 )
 # The tests' p-values, raw and Holm-adjusted: the permutation test and the calibrated one.
 P_VALUE_COLUMNS = ["p_value", "p_holm", "p_calibrated", "p_holm_calibrated"]

@@ -31,12 +31,15 @@ def checked_config(config: dict, schema_path: str | os.PathLike) -> dict:
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
     validator_class = jsonschema.validators.validator_for(schema)
-    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(config))
+    filled = copy.deepcopy(config)
+    # Walking the config once fills every default, nested ones included (a missing
+    # `clustering` becomes {} and then gets its keys); the check then sees the whole study.
+    for _ in _defaults_filling(validator_class)(schema).iter_errors(filled):
+        pass
+    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(filled))
     if error is not None:
         key = ".".join(str(part) for part in error.absolute_path) or "<top level>"
         raise HetcvError(f"config key {key}: {error.message}")
-    filled = copy.deepcopy(config)
-    _defaults_filling(validator_class)(schema).validate(filled)
     return filled
 
 

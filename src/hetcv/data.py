@@ -28,6 +28,7 @@ converted to grey by luminance.
 
 from __future__ import annotations
 
+import logging
 import math
 import zipfile
 from collections.abc import Callable
@@ -47,6 +48,12 @@ RARE_DIGIT = 8
 RARE_DIGIT_KEPT_FRACTION = 0.25
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
 NPZ_SPLITS = ("train", "val", "test")
+# The dataset window is estimated from this many images and pixels per image (ample for the
+# 0.5th and 99.5th percentiles) rather than from every pixel of a large dataset.
+WINDOW_IMAGES = 500
+WINDOW_PIXELS = 20_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -233,7 +240,8 @@ def csv_source(options: dict) -> SourceData:
     table = read_table(table_path, "source.csv")
     id_column = options.get("id_column")
     path_column = options.get("path_column")
-    wanted = [c for c in (id_column, path_column, options["target_column"]) if c]
+    group_column = options.get("group_column")
+    wanted = [c for c in (id_column, path_column, options["target_column"], group_column) if c]
     wanted += options.get("metadata_columns", [])
     for column in wanted:
         if column not in table.columns:
@@ -259,6 +267,8 @@ def csv_source(options: dict) -> SourceData:
             **{column: table[column] for column in options.get("metadata_columns", [])},
         }
     )
+    if group_column:
+        manifest["group"] = table[group_column]
     paths = [folder / name for name in names]
     return file_source(manifest, paths)
 
@@ -400,7 +410,8 @@ def load_source(source: dict, seed: int) -> SourceData:
         - ``digits``: ``variant`` (one of :data:`DIGITS_VARIANTS`), ``digit`` (planted digit,
           default 8), ``prevalence`` (``rare``), ``flip_rate`` (``noisy``).
         - ``csv``: ``csv`` (table), ``images`` (folder), ``target_column``, ``id_column`` or
-          ``path_column``, optional ``extension``, ``query`` and ``metadata_columns``.
+          ``path_column``, optional ``extension``, ``query``, ``metadata_columns`` and
+          ``group_column`` (patient or other group; kept as the manifest's ``group``).
         - ``folder``: ``root``, holding one sub-folder per class.
         - ``npz``: ``path`` and optional ``splits`` (default all of :data:`NPZ_SPLITS`).
     seed : int
@@ -427,6 +438,24 @@ def load_source(source: dict, seed: int) -> SourceData:
     if kind == "npz":
         return npz_source(source)
     raise HetcvError(f"source.kind: {kind!r} is not supported (digits, csv, folder, npz)")
+
+
+def source_file(source: dict) -> str | None:
+    """The one file a source reads its samples from: its table or archive.
+
+    Parameters
+    ----------
+    source : dict
+        A ``source`` config.
+
+    Returns
+    -------
+    str or None
+        ``csv`` (csv), ``path`` (npz) or ``table`` (features); None for ``digits`` and
+        ``folder`` sources.
+    """
+    key = {"csv": "csv", "npz": "path", "features": "table"}.get(source["kind"])
+    return source[key] if key else None
 
 
 def source_has_subgroups(source: dict) -> bool:
@@ -556,19 +585,32 @@ def read_dicom(path: Path) -> np.ndarray:
 
     Returns
     -------
-    ndarray of shape (H, W), float64
-        Not yet scaled to 8 bits (see :func:`to_uint8`).
+    ndarray of shape (H, W)
+        uint8 when the file has a VOI LUT or window: the file's own display window, mapped
+        from its full output range to 0–255, is final. float64 otherwise, for the dataset's
+        window (see :func:`to_uint8`).
     """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     dataset = pydicom.dcmread(path)
     pixels = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)
+    inverted = dataset.get("PhotometricInterpretation") == "MONOCHROME1"
     if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
-        pixels = apply_voi_lut(pixels, dataset)
-    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
-        pixels = pixels.max() - pixels
-    return pixels
+        display = to_uint8(apply_voi_lut(pixels, dataset), _voi_output_range(dataset))
+        return 255 - display if inverted else display
+    return pixels.max() - pixels if inverted else pixels
+
+
+def _voi_output_range(dataset) -> tuple[float, float]:
+    """The range a VOI LUT (its descriptor's bits) or a window (the stored bits) maps to."""
+    if "VOILUTSequence" in dataset:
+        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    bits = int(dataset.BitsStored)
+    if dataset.get("PixelRepresentation", 0) == 0:
+        return 0.0, float(2**bits - 1)
+    return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
 
 
 def read_image_file(path: Path) -> np.ndarray:
@@ -606,26 +648,74 @@ def read_image_file(path: Path) -> np.ndarray:
         raise HetcvError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
 
 
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """8-bit images as they are; anything else scaled to 0–255 by its own min and max.
+def to_uint8(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """8-bit images as they are; anything else mapped to 0–255 through a window.
 
     Parameters
     ----------
     pixels : ndarray of any shape and dtype
         One image.
+    window : (float, float), optional
+        ``(low, high)``: values at or below ``low`` become 0, at or above ``high`` 255,
+        linear between (the dataset's window, :func:`dataset_window`). Without it, the
+        image's own minimum and maximum.
 
     Returns
     -------
     ndarray of the same shape, uint8
-        All zeros when the image is constant.
+        All zeros when the window (or the image) is constant.
     """
     if pixels.dtype == np.uint8:
         return pixels
     pixels = pixels.astype(np.float64)
-    low, high = np.nanmin(pixels), np.nanmax(pixels)
+    low, high = window if window is not None else (np.nanmin(pixels), np.nanmax(pixels))
     if high <= low:
         return np.zeros(pixels.shape, dtype=np.uint8)
-    return np.rint((pixels - low) / (high - low) * 255.0).astype(np.uint8)
+    scaled = np.clip((pixels - low) / (high - low), 0.0, 1.0)
+    return np.rint(scaled * 255.0).astype(np.uint8)
+
+
+def dataset_window(
+    read_image, rows: int, percentiles: list[float], seed: int, images: int = WINDOW_IMAGES
+) -> tuple[float, float] | None:
+    """One intensity window for a whole dataset: percentiles of its pooled pixels.
+
+    So the same tissue gets the same grey level in every image, whatever else each image
+    holds (a per-image min/max window would stretch each one differently).
+
+    Parameters
+    ----------
+    read_image : callable
+        ``read_image(row)`` → the decoded image (as :class:`SourceData` reads it).
+    rows : int
+        The dataset's number of images.
+    percentiles : list of float
+        ``[low, high]`` in 0–100 (``intensity.percentiles``).
+    seed : int
+        Seeds the images and pixels sampled.
+    images : int, default=WINDOW_IMAGES
+        At most this many images, drawn at random, each contributing up to
+        :data:`WINDOW_PIXELS` random pixels.
+
+    Returns
+    -------
+    (float, float) or None
+        ``(low, high)``; None when every sampled image is 8-bit (nothing to window).
+    """
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(rows, size=min(rows, images), replace=False))
+    samples = []
+    for row in chosen:
+        pixels = read_image(int(row))
+        if pixels.dtype == np.uint8:
+            continue
+        flat = pixels.astype(np.float64).ravel()
+        flat = flat[np.isfinite(flat)]
+        samples.append(rng.choice(flat, size=min(len(flat), WINDOW_PIXELS), replace=False))
+    if not samples:
+        return None
+    low, high = np.percentile(np.concatenate(samples), percentiles)
+    return float(low), float(high)
 
 
 def is_colour(pixels: np.ndarray) -> bool:
@@ -643,27 +733,46 @@ def is_colour(pixels: np.ndarray) -> bool:
     return pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
 
 
-def resized(pixels: np.ndarray, image_size: int, colour: bool) -> np.ndarray:
+def resized(
+    pixels: np.ndarray,
+    image_size: int,
+    colour: bool,
+    window: tuple[float, float] | None = None,
+    resize: str = "stretch",
+) -> np.ndarray:
     """One image as uint8 ``(S, S)`` or ``(3, S, S)``; grey ↔ colour converted as needed.
 
     Parameters
     ----------
     pixels : ndarray of shape (H, W) or (H, W, 3)
-        One decoded image, any dtype (scaled by :func:`to_uint8`).
+        One decoded image, any dtype (mapped to 8 bits by :func:`to_uint8`).
     image_size : int
         The side ``S`` of the square output (bilinear resampling).
     colour : bool
         Whether the dataset is colour; grey images are then repeated over 3 channels and
         colour images otherwise converted to grey by luminance.
+    window : (float, float), optional
+        The dataset's intensity window (see :func:`to_uint8`).
+    resize : {"stretch", "pad"}, default="stretch"
+        ``stretch``: to S × S whatever the aspect ratio; ``pad``: the longer side to S, the
+        aspect ratio kept, centred on black.
 
     Returns
     -------
     ndarray of shape (S, S) or (3, S, S), uint8
         Channels first when ``colour``.
     """
-    image = Image.fromarray(to_uint8(pixels))
+    image = Image.fromarray(to_uint8(pixels, window))
     image = image.convert("RGB" if colour else "L")
-    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    if resize == "pad":
+        scale = image_size / max(image.size)
+        inner = tuple(max(1, round(side * scale)) for side in image.size)
+        canvas = Image.new(image.mode, (image_size, image_size))
+        offset = ((image_size - inner[0]) // 2, (image_size - inner[1]) // 2)
+        canvas.paste(image.resize(inner, Image.Resampling.BILINEAR), offset)
+        image = canvas
+    else:
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
     array = np.asarray(image)
     return np.moveaxis(array, -1, 0) if colour else array
 
@@ -692,7 +801,8 @@ def validate_manifest(manifest: pd.DataFrame, task: str, where: str) -> pd.DataF
     Raises
     ------
     HetcvError
-        For a missing or duplicate id, a missing or non-numeric target, or a single class.
+        For a missing or duplicate id, a missing group, a missing or non-numeric target, or
+        a single class.
     """
     ids = manifest["sample_id"]
     if ids.isna().any():
@@ -700,6 +810,11 @@ def validate_manifest(manifest: pd.DataFrame, task: str, where: str) -> pd.DataF
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
         raise HetcvError(f"{where}: duplicate sample id {duplicated.iloc[0]!r}")
+    if "group" in manifest and manifest["group"].isna().any():
+        row = int(np.flatnonzero(manifest["group"].isna())[0])
+        raise HetcvError(f"{where}: row {row} (sample {ids.iloc[row]!r}) has no group")
+    if "group" in manifest:
+        manifest = manifest.assign(group=manifest["group"].astype(str))
     raw = manifest["target"]
     missing = raw.isna().to_numpy()
     if missing.any():
@@ -778,7 +893,8 @@ def run_prepare_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``images`` (uint8 array of shape (n, size, size) or (n, 3, size, size)) and
         ``manifest``.
     params : dict
-        ``source`` (the dataset's source config), ``task``, ``image_size`` and ``seed``.
+        ``source`` (the dataset's source config), ``task``, ``image_size``, ``intensity``
+        (``window``, ``percentiles``), ``resize`` and ``seed``.
     """
     from hetcv.io import atomic_path, write_parquet
 
@@ -786,6 +902,13 @@ def run_prepare_job(inputs: dict, outputs: dict, params: dict) -> None:
     data = load_source(source, params["seed"])
     manifest = validate_manifest(data.manifest, task, where=source_name(source))
     check_files(data)
+    intensity = params["intensity"]
+    window = None
+    if intensity["window"] == "dataset":
+        window = dataset_window(
+            data.read_image, len(manifest), intensity["percentiles"], params["seed"]
+        )
+        log.info("intensity window over the dataset: %s", window)
     first = data.read_image(0)
     colour = is_colour(first)
     shape = (
@@ -798,7 +921,7 @@ def run_prepare_job(inputs: dict, outputs: dict, params: dict) -> None:
         for row in range(len(manifest)):
             pixels = first if row == 0 else data.read_image(row)
             try:
-                images[row] = resized(pixels, image_size, colour)
+                images[row] = resized(pixels, image_size, colour, window, params["resize"])
             except (ValueError, TypeError) as error:
                 raise HetcvError(f"{data.describe(row)}: cannot use image: {error}") from error
         images.flush()

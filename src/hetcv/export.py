@@ -39,33 +39,43 @@ def consensus_clusters(assignments: pd.DataFrame) -> pd.DataFrame:
 
 
 def clusters_per_sample(
-    assignments: pd.DataFrame, features: pd.DataFrame, task: str
+    assignments: pd.DataFrame, features: pd.DataFrame, manifest: pd.DataFrame, task: str
 ) -> pd.DataFrame:
-    """The export: one row per held-out sample with its consensus cluster.
+    """The export: one row per held-out sample with its consensus cluster and what is known.
 
     Parameters
     ----------
     assignments : DataFrame
         The selected clustering's assignments (see :func:`consensus_clusters`).
     features : DataFrame
-        Held-out rows: ``sample_id, n, fold, prediction`` and the task's score column.
+        Held-out rows: ``sample_id, n, fold, target, prediction``, the task's score column
+        and ``loss``.
+    manifest : DataFrame
+        ``sample_id`` and the source's metadata (``label``, ``subgroup``, ``group``, the
+        ``metadata_columns`` …); its ``target`` is not read again.
     task : {"classification", "regression"}
         Which score column to export.
 
     Returns
     -------
     DataFrame
-        ``sample_id, n, fold, cluster, membership, prediction`` and ``correct``
-        (classification) or ``sq_error`` (regression), sorted by n, fold and sample_id.
+        ``sample_id, n, fold, cluster, membership, target, prediction``, ``correct``
+        (classification) or ``sq_error`` (regression), ``loss``, then the manifest's other
+        columns; sorted by n, fold and sample_id. ``sample_id`` is the id, or the image path,
+        the source gave.
     """
     score = SCORE_COLUMN[task]
+    per_sample = ["target", "prediction", score, "loss"]
     table = consensus_clusters(assignments).merge(
-        features[["sample_id", "n", "fold", "prediction", score]],
+        features[["sample_id", "n", "fold", *per_sample]],
         on=["sample_id", "n", "fold"],
         how="left",
         validate="one_to_one",
     )
-    columns = ["sample_id", "n", "fold", "cluster", "membership", "prediction", score]
+    metadata = manifest.drop(columns="target")
+    table = table.merge(metadata, on="sample_id", how="left", validate="many_to_one")
+    columns = ["sample_id", "n", "fold", "cluster", "membership", *per_sample]
+    columns += [column for column in metadata.columns if column != "sample_id"]
     return table[columns].sort_values(["n", "fold", "sample_id"], ignore_index=True)
 
 
@@ -75,7 +85,8 @@ def run_export_job(inputs: dict, outputs: dict, params: dict) -> None:
     Parameters
     ----------
     inputs : dict
-        ``assignments`` (the selected algorithm's, every fold) and ``features`` (every fold).
+        ``assignments`` (the selected algorithm's, every fold), ``features`` (every fold)
+        and ``manifest``.
     outputs : dict
         ``export`` (``clusters_per_sample.csv``).
     params : dict
@@ -84,6 +95,8 @@ def run_export_job(inputs: dict, outputs: dict, params: dict) -> None:
     chosen = pd.concat(pd.read_parquet(path) for path in inputs["assignments"])
     chosen = chosen[chosen["k"] == params["selected"]["k"]]
     score = SCORE_COLUMN[params["task"]]
-    columns = ["sample_id", "n", "fold", "prediction", score]
+    columns = ["sample_id", "n", "fold", "target", "prediction", score, "loss"]
     held_out = pd.concat(pd.read_parquet(path, columns=columns) for path in inputs["features"])
-    write_csv(clusters_per_sample(chosen, held_out, params["task"]), outputs["export"])
+    manifest = pd.read_parquet(inputs["manifest"])
+    export = clusters_per_sample(chosen, held_out, manifest, params["task"])
+    write_csv(export, outputs["export"])

@@ -720,3 +720,67 @@ def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
     cv_axis.legend(fontsize="x-small")
     figure.tight_layout()
     return figure
+
+
+def figure_metadata(profile: pd.DataFrame, style: dict, dataset: str) -> Figure:
+    """What each cluster holds at the largest n: one panel per metadata column.
+
+    Parameters
+    ----------
+    profile : DataFrame
+        ``metadata.parquet`` (:func:`hetcv.profiles.metadata_profiles`).
+    style : dict
+        Panel size and palette; see `new_figure`.
+    dataset : str
+        Named in the suptitle.
+
+    Returns
+    -------
+    figure : Figure
+        Categorical columns: each level's share of each cluster, stacked, beside the
+        overall shares; numeric columns: each cluster's median and interquartile range
+        against the overall median (dashed). One empty panel saying so when the source has
+        no metadata columns.
+    """
+    if profile.empty:
+        figure, axes = new_figure(style)
+        axes[0, 0].axis("off")
+        axes[0, 0].text(0.5, 0.5, "no metadata_columns in the source", ha="center")
+        figure.suptitle(f"{dataset}: metadata per cluster")
+        return figure
+    largest = profile[profile["n"] == profile["n"].max()]
+    columns = list(dict.fromkeys(largest["column"]))
+    figure, axes = new_figure(style, columns=len(columns))
+    for axis, column in zip(axes.flat, columns, strict=True):
+        rows = largest[largest["column"] == column]
+        first = rows.iloc[0]
+        if first["kind"] == "categorical":
+            grid = rows.pivot(index="cluster", columns="level", values="share").fillna(0.0)
+            overall = rows.drop_duplicates("level").set_index("level")["overall_share"]
+            grid.loc["all"] = overall.reindex(grid.columns).to_numpy()
+            grid.index = grid.index.astype(str)
+            colours = sns.color_palette(style["palette"], len(grid.columns))
+            grid.plot.bar(stacked=True, ax=axis, color=colours, width=0.8, legend=True)
+            axis.set_ylabel("share of the cluster (%)")
+            axis.legend(title=column, fontsize="x-small", loc="upper right")
+        else:
+            axis.errorbar(
+                rows["cluster"].astype(str),
+                rows["median"],
+                yerr=[rows["median"] - rows["q1"], rows["q3"] - rows["median"]],
+                fmt="o",
+                capsize=4,
+            )
+            axis.axhline(first["overall_median"], linestyle="--", color="grey")
+            axis.set_ylabel(f"{column}: median and IQR")
+        axis.set_xlabel("cluster")
+        effect = "Cramér's V" if first["kind"] == "categorical" else "ε²"
+        axis.set_title(
+            f"{column}: {first['test']}, {effect} {first['effect']:.2f}, "
+            f"p (Holm) {first['p_holm']:.3g}",
+            fontsize="small",
+        )
+        axis.tick_params(axis="x", labelrotation=0)
+    figure.suptitle(f"{dataset}: what each cluster holds at n = {largest['n'].iloc[0]}")
+    figure.tight_layout()
+    return figure

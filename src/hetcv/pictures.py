@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hetcv.cluster import pca_scores
-from hetcv.columns import FEATURE_COLUMNS
+from hetcv.columns import feature_columns
 
 GALLERY_IMAGES = 8
 REGRESSION_ERROR_QUANTILE = 0.9
@@ -60,7 +60,8 @@ def scatter_points(
     DataFrame of shape (n_held_out, 4)
         ``pc1``, ``pc2``, ``cluster`` and ``error`` per sample, in the fold's order.
     """
-    coordinates = pca_scores(fold[FEATURE_COLUMNS].to_numpy(), max(2, pca_components), seed)
+    embedding = fold[feature_columns(fold.columns)].to_numpy()
+    coordinates = pca_scores(embedding, max(2, pca_components), seed)
     cluster = clusters.set_index("sample_id").loc[fold["sample_id"], "cluster"].to_numpy()
     return pd.DataFrame(
         {

@@ -14,7 +14,7 @@ from hetcv.pictures import gallery_samples, scatter_points
 from hetcv.subgroups import subgroup_shares
 from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict
 
-VERDICT_TABLES = ("cv", "cluster_stats", "correlation", "subgroups")
+VERDICT_TABLES = ("cv", "cluster_stats", "correlation", "subgroups", "metadata")
 
 
 def read_tables(paths: dict[str, str], names) -> dict[str, pd.DataFrame]:
@@ -34,13 +34,13 @@ def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
     Parameters
     ----------
     inputs : dict
-        The summary tables ``cv``, ``cluster_stats`` and ``cluster_pairs``.
+        The summary tables ``cv``, ``cluster_stats``, ``cluster_pairs`` and ``metadata``.
     outputs : dict
-        ``{table1,table2,cv}_{csv,md,tex}``.
+        ``{table1,table2,cv,metadata}_{csv,md,tex}``.
     params : dict
         ``dataset``, ``task`` and ``selected`` (``algorithm``, ``k``).
     """
-    summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs"))
+    summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs", "metadata"))
     selected = params["selected"]
     caption = f"{params['dataset']}, {selected['algorithm']} with k = {selected['k']}"
     for name, table, title in (
@@ -59,6 +59,11 @@ def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
             tables.cv_table(summary["cv"], selected, params["task"]),
             "Raw and debiased coefficient of variation of the cluster metrics, with the tests",
         ),
+        (
+            "metadata",
+            tables.metadata_table(summary["metadata"]),
+            "What each consensus cluster holds, per metadata column, with the tests",
+        ),
     ):
         paths = [outputs[f"{name}_{extension}"] for extension in ("csv", "md", "tex")]
         tables.write_table(table, *paths, f"{title}; {caption}.")
@@ -70,14 +75,15 @@ def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
     Parameters
     ----------
     inputs : dict
-        The summary tables ``cv``, ``cluster_stats``, ``fold_cv``, ``correlation`` and
-        ``validity``.
+        The summary tables ``cv``, ``cluster_stats``, ``fold_cv``, ``correlation``,
+        ``validity`` and ``metadata``.
     outputs : dict
-        ``{fig2,fig3,fig4,fig5,validity}_{png,pdf}``.
+        ``{fig2,fig3,fig4,fig5,validity,metadata}_{png,pdf}``.
     params : dict
         ``dataset``, ``task``, ``selected`` and ``style`` (the ``report`` config).
     """
-    summary = read_tables(inputs, ("cv", "cluster_stats", "fold_cv", "correlation", "validity"))
+    names = ("cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata")
+    summary = read_tables(inputs, names)
     dataset, task, selected, style = (params[k] for k in ("dataset", "task", "selected", "style"))
     clusters, cv = summary["cluster_stats"], summary["cv"]
     made = {
@@ -88,6 +94,7 @@ def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
             cv, summary["fold_cv"], summary["correlation"], selected, task, style, dataset
         ),
         "validity": figures.figure_validity(summary["validity"], style, dataset),
+        "metadata": figures.figure_metadata(summary["metadata"], style, dataset),
     }
     save_figures(made, outputs, params["style"])
 

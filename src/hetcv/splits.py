@@ -1,16 +1,21 @@
-"""Nested, stratified subsamples and K stratified folds.
+"""Nested, stratified subsamples and K stratified folds, patient-level when grouped.
 
 One seeded ordering of the whole dataset is drawn per dataset; the sample of size ``n`` is
 its first ``n`` entries, so the 100-sample set lies inside the 300-sample set, and so on.
 The ordering is systematic within each stratum (class, or target quantile bin for
 regression), so every prefix holds each stratum in proportion, to within two samples.
+
+With groups (``source.group_column``: a patient, a scanner session), the folds are drawn by
+scikit-learn's ``StratifiedGroupKFold``: every group's samples in the subsample fall in one
+fold, so no patient is both trained on and held out, and the strata are balanced as far as the
+groups allow. A subsample may take only part of a large group, never split it across folds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from hetcv.errors import HetcvError
 
@@ -123,7 +128,13 @@ def nested_order(stratum: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_split(
-    target: np.ndarray, task: str, n: int, folds: int, order_seed: int, fold_seed: int
+    target: np.ndarray,
+    task: str,
+    n: int,
+    folds: int,
+    order_seed: int,
+    fold_seed: int,
+    groups: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The sample of size ``n`` and its folds.
 
@@ -141,17 +152,20 @@ def make_split(
         The number of stratified folds.
     order_seed, fold_seed : int
         Seeds of the nested ordering and of the fold assignment.
+    groups : ndarray of shape (n_total,), optional
+        Each sample's group (patient); a group's samples in the subsample share one fold.
 
     Returns
     -------
     DataFrame
-        ``n`` rows, columns ``index`` (int64 manifest row) and ``fold`` (int64,
-        ``0..folds-1``).
+        ``n`` rows, columns ``index`` (int64 manifest row), ``fold`` (int64,
+        ``0..folds-1``) and, with ``groups``, ``group``.
 
     Raises
     ------
     HetcvError
-        When ``n`` exceeds the number of samples.
+        When ``n`` exceeds the number of samples, or the subsample holds fewer groups than
+        folds.
     """
     if n > len(target):
         raise HetcvError(f"sample size {n} is larger than the dataset ({len(target)} samples)")
@@ -159,15 +173,29 @@ def make_split(
     bins = max(2, min(REGRESSION_BINS, n // (2 * folds)))
     chosen_strata = strata(target[chosen], task, bins=bins)
     fold = np.empty(n, dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=fold_seed % 2**32)
-    for k, (_, held_out) in enumerate(splitter.split(np.zeros(n), chosen_strata)):
+    random_state = fold_seed % 2**32
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+        held_out_sets = splitter.split(np.zeros(n), chosen_strata)
+    else:
+        chosen_groups = groups[chosen]
+        if len(np.unique(chosen_groups)) < folds:
+            raise HetcvError(
+                f"source.group_column: the sample of {n} holds "
+                f"{len(np.unique(chosen_groups))} group(s), fewer than folds = {folds}"
+            )
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=random_state)
+        held_out_sets = splitter.split(np.zeros(n), chosen_strata, chosen_groups)
+    for k, (_, held_out) in enumerate(held_out_sets):
         fold[held_out] = k
     split = pd.DataFrame({"index": chosen.astype(np.int64), "fold": fold})
+    if groups is not None:
+        split["group"] = chosen_groups
     return split.sort_values("index", ignore_index=True)
 
 
 def run_split_job(inputs: dict, outputs: dict, params: dict) -> None:
-    """The split rule: write ``sample_id``, ``index`` and ``fold`` of the size-``n`` sample.
+    """The split rule: write ``sample_id``, ``index``, ``fold`` (``group``) of the size-n sample.
 
     Parameters
     ----------
@@ -190,6 +218,7 @@ def run_split_job(inputs: dict, outputs: dict, params: dict) -> None:
         params["folds"],
         order_seed=derive_seed(seed, dataset, "order"),
         fold_seed=derive_seed(seed, dataset, n, "folds"),
+        groups=table["group"].to_numpy() if "group" in table else None,
     )
     split.insert(0, "sample_id", table["sample_id"].to_numpy()[split["index"].to_numpy()])
     write_parquet(split, outputs["split"])

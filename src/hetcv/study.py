@@ -32,10 +32,16 @@ class Study:
         The config with the schema's defaults filled in.
     sample_sizes : dict of str to list of int
         Dataset name → its resolved sample sizes, ascending.
+    fold_numbers : dict of str to list of int
+        Dataset name → its folds (``0..folds-1``, or a features table's ``fold`` values).
+    smallest_fold : dict of str to (int, int)
+        Dataset name → the fewest held-out samples of any (n, fold), and that n.
     """
 
     config: dict
     sample_sizes: dict[str, list[int]]
+    fold_numbers: dict[str, list[int]]
+    smallest_fold: dict[str, tuple[int, int]]
 
     @property
     def datasets(self) -> list[str]:
@@ -94,10 +100,30 @@ class Study:
 
         Returns
         -------
-        range
-            ``0..folds-1``.
+        list of int
+            ``0..folds-1`` for an image source, a features table's ``fold`` values.
         """
-        return range(self.dataset(name)["folds"])
+        return self.fold_numbers[name]
+
+    @property
+    def feature_datasets(self) -> list[str]:
+        """The datasets whose source is a features table: not prepared, split or trained.
+
+        Returns
+        -------
+        list of str
+        """
+        return [name for name in self.datasets if _is_features(self.dataset(name))]
+
+    @property
+    def image_datasets(self) -> list[str]:
+        """The datasets hetcv trains a CNN on.
+
+        Returns
+        -------
+        list of str
+        """
+        return [name for name in self.datasets if not _is_features(self.dataset(name))]
 
     def weights_file(self, name: str) -> str | None:
         """The checkpoint file a dataset's training starts from, if it names one.
@@ -159,31 +185,66 @@ def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
         :class:`HetcvError` with one line naming the key on any problem.
     """
     config = checked_config(config, schema_path)
-    sizes = {}
+    sizes, folds, smallest = {}, {}, {}
     for name, settings in sorted(config["datasets"].items()):
-        pretrained = settings["pretrained"]
-        if pretrained not in BUILT_IN_WEIGHTS and not Path(pretrained).is_file():
+        try:
+            if _is_features(settings):
+                per_model = _features_layout(name, settings)
+                sizes[name] = sorted(per_model)
+                folds[name] = sorted(per_model[sizes[name][0]])
+                smallest[name] = min((min(rows.values()), n) for n, rows in per_model.items())
+            else:
+                _check_image_dataset(name, settings)
+                sizes[name] = _sample_sizes(name, settings, config["seed"])
+                folds[name] = list(range(settings["folds"]))
+                smallest[name] = (sizes[name][0] // settings["folds"], sizes[name][0])
+        except HetcvError as error:
+            message = str(error)
+            # Source errors name their key from `source`; say which dataset it belongs to.
             raise HetcvError(
-                f"datasets.{name}.pretrained: checkpoint file {pretrained} does not exist"
-            )
-        sizes[name] = _sample_sizes(name, settings, config["seed"])
-    study = Study(config, sizes)
+                f"datasets.{name}.{message}" if message.startswith("source.") else message
+            ) from None
+    study = Study(config, sizes, folds, smallest)
     _check_clustering(study)
     return study
 
 
-def _sample_sizes(name: str, settings: dict, seed: int) -> list[int]:
-    try:
-        total = count_samples(settings["source"], seed)
-        return resolve_sample_sizes(
-            settings["sample_sizes"], total, settings["folds"], key=f"datasets.{name}.sample_sizes"
-        )
-    except HetcvError as error:
-        message = str(error)
-        # Source errors name their key from `source`; say which dataset it belongs to.
+def _is_features(settings: dict) -> bool:
+    return settings["source"]["kind"] == "features"
+
+
+def _features_layout(name: str, settings: dict) -> dict[int, dict[int, int]]:
+    """Rows per (n, fold) of a features table, reading only its n and fold columns."""
+    from hetcv.features import layout, read_features_table, table_columns
+
+    if "sample_sizes" in settings:
         raise HetcvError(
-            f"datasets.{name}.{message}" if message.startswith("source.") else message
-        ) from None
+            f"datasets.{name}.sample_sizes: a features source takes its sample sizes from "
+            "the table's n column; remove this key"
+        )
+    path = settings["source"]["table"]
+    columns = [column for column in ("sample_id", "n", "fold") if column in table_columns(path)]
+    return layout(read_features_table(path, columns), path)
+
+
+def _check_image_dataset(name: str, settings: dict) -> None:
+    if "sample_sizes" not in settings:
+        raise HetcvError(
+            f"datasets.{name}.sample_sizes: required for a {settings['source']['kind']} source"
+        )
+    low, high = settings["intensity"]["percentiles"]
+    if not low < high:
+        raise HetcvError(f"datasets.{name}.intensity.percentiles: {low} is not below {high}")
+    pretrained = settings["pretrained"]
+    if pretrained not in BUILT_IN_WEIGHTS and not Path(pretrained).is_file():
+        raise HetcvError(f"datasets.{name}.pretrained: checkpoint file {pretrained} does not exist")
+
+
+def _sample_sizes(name: str, settings: dict, seed: int) -> list[int]:
+    total = count_samples(settings["source"], seed)
+    return resolve_sample_sizes(
+        settings["sample_sizes"], total, settings["folds"], key=f"datasets.{name}.sample_sizes"
+    )
 
 
 def _check_clustering(study: Study) -> None:
@@ -205,12 +266,11 @@ def _check_clustering(study: Study) -> None:
                 f"clustering.within: 'class' needs a classification task; "
                 f"datasets.{name}.task is {task}"
             )
-        smallest = study.sample_sizes[name][0]
-        smallest_fold = smallest // study.dataset(name)["folds"]
+        smallest_fold, at_n = study.smallest_fold[name]
         if max(clustering["k"]) >= smallest_fold:
             raise HetcvError(
                 f"clustering.k: k={max(clustering['k'])} is not smaller than the smallest "
-                f"held-out fold of datasets.{name} ({smallest_fold} samples at n={smallest})"
+                f"held-out fold of datasets.{name} ({smallest_fold} samples at n={at_n})"
             )
 
 
@@ -256,9 +316,23 @@ def _dataset_keys(study: Study, w, *keys: str) -> dict:
 
 def _prepare(study: Study, w) -> dict:
     return {
-        **_dataset_keys(study, w, "source", "task", "image_size"),
+        **_dataset_keys(study, w, "source", "task", "image_size", "intensity", "resize"),
         "seed": study.config["seed"],
     }
+
+
+def _import_features(study: Study, w) -> dict:
+    source = study.dataset(w.dataset)["source"]
+    return {
+        "task": study.dataset(w.dataset)["task"],
+        "embedding": source["embedding"],
+        "metadata_columns": source.get("metadata_columns", []),
+        "pca_components": study.config["clustering"]["pca_components"],
+    }
+
+
+def _fold_features(study: Study, w) -> dict:
+    return {"n": int(w.n), "fold": int(w.fold)}
 
 
 def _split(study: Study, w) -> dict:
@@ -301,6 +375,7 @@ def _summarize(study: Study, w) -> dict:
     clustering = study.config["clustering"]
     return {
         **_metric(study, w.dataset),
+        "metadata_columns": study.dataset(w.dataset)["source"].get("metadata_columns", []),
         "summary": {
             **{key: clustering[key] for key in ("selected", "within", "error_aware")},
             **{key: clustering[key] for key in ("bootstrap", "null_permutations")},
@@ -369,6 +444,8 @@ def _style(study: Study, w) -> dict:
 
 PARAMS = {
     "prepare": _prepare,
+    "import_features": _import_features,
+    "fold_features": _fold_features,
     "split": _split,
     "train": _train,
     "cluster": _cluster,

@@ -25,11 +25,13 @@ fewer than k clusters.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from hetcv.analysis import sample_scores
-from hetcv.columns import FEATURE_COLUMNS
+from hetcv.columns import feature_columns
 from hetcv.heterogeneity import (
     FoldPartitions,
     SampleSize,
@@ -52,6 +54,8 @@ from hetcv.stats import (
 )
 
 CLUSTERING = ["algorithm", "k", "n"]
+
+log = logging.getLogger(__name__)
 
 
 def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -244,7 +248,8 @@ def fold_partitions(
         With ``"class"``, ``target`` becomes the groups that permutations stay within.
     temperature : float or None
         The fold's temperature for the calibrated probability of being right
-        (classification; None for regression).
+        (classification; None for regression and for a single fold, which gets no
+        calibrated test).
 
     Returns
     -------
@@ -254,7 +259,7 @@ def fold_partitions(
     labels = assignments.pivot(index="repeat", columns="sample_id", values="cluster")
     labels = labels[features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
     p_correct = None
-    if task == "classification":
+    if task == "classification" and temperature is not None:
         p_correct = calibrated_p_correct(log_probabilities(features), temperature)
     return FoldPartitions(
         score=sample_scores(features, task),
@@ -361,9 +366,14 @@ def selected_statistics(
         "weakest_ci_low": weakest.ci[0],
         "weakest_ci_high": weakest.ci[1],
     }
-    if sample.task == "classification":
+    if sample.task == "classification" and len(sample.folds) > 1:
         calibrated = calibration_test(sample, permutations, derive_seed(seed, "calibrated"))
         row["p_calibrated"] = calibrated.p_value
+    elif sample.task == "classification":
+        log.warning(
+            "one fold: no confidence-calibrated test (each fold's temperature is fitted on "
+            "the other folds); give the features table n and fold columns for it"
+        )
     # Cluster 0 is the best: its null band is that of the highest sorted metric.
     band = np.percentile(null.null_sorted_metric[:, ::-1], [2.5, 97.5], axis=0)
     clusters = pd.DataFrame(
@@ -529,7 +539,9 @@ def summarize_selected(
     cv, cluster_table = cv.copy(), cluster_table.copy()
     for n, at_n in chosen.groupby("n", sort=True):
         rows_n = features[features["n"] == n]
-        temperatures = fold_temperatures(rows_n, classes) if task == "classification" else {}
+        temperatures = {}
+        if task == "classification" and rows_n["fold"].nunique() > 1:
+            temperatures = fold_temperatures(rows_n, classes)
         folds = [
             fold_partitions(
                 at_n[at_n["fold"] == fold],
@@ -577,6 +589,7 @@ def summarize(
     task: str,
     nrmse_normalizer: str | None,
     selected: dict,
+    metadata_columns: list[str],
     **statistics,
 ) -> dict[str, pd.DataFrame]:
     """Every summary table of one dataset, from its folds' clustering tables.
@@ -593,6 +606,8 @@ def summarize(
         The dataset's manifest (``sample_id``, ``target``, ``subgroup`` when known).
     task, nrmse_normalizer, selected
         The metric and the selected clustering (``algorithm``, ``k``).
+    metadata_columns : list of str
+        The source's metadata columns, profiled per consensus cluster (may be empty).
     **statistics
         ``within``, ``error_aware``, ``bootstrap``, ``null_permutations`` and ``seed``, as
         :func:`summarize_selected` takes them.
@@ -601,9 +616,12 @@ def summarize(
     -------
     dict
         ``cv``, ``cluster_stats``, ``cluster_pairs``, ``validity``, ``fold_cv``,
-        ``correlation`` and ``subgroups`` (empty without known subgroups); schemas in
-        config/README.md.
+        ``correlation``, ``subgroups`` (empty without known subgroups) and ``metadata``
+        (:func:`hetcv.profiles.metadata_profiles`, empty without metadata columns); schemas
+        in config/README.md.
     """
+    from hetcv.export import consensus_clusters
+    from hetcv.profiles import metadata_profiles
     from hetcv.subgroups import recovery_by_size
 
     targets = manifest["target"].to_numpy()
@@ -629,6 +647,9 @@ def summarize(
     if "subgroup" in manifest.columns:
         subgroup = manifest.set_index("sample_id")["subgroup"]
         recovered = recovery_by_size(chosen, runs[selected_rows(runs, selected)], subgroup)
+    described = consensus_clusters(chosen)[["sample_id", "n", "cluster"]].merge(
+        manifest[["sample_id", *metadata_columns]], on="sample_id", validate="many_to_one"
+    )
     return {
         "cv": cv,
         "cluster_stats": cluster_table,
@@ -637,6 +658,7 @@ def summarize(
         "fold_cv": folds,
         "correlation": correlations,
         "subgroups": recovered,
+        "metadata": metadata_profiles(described, metadata_columns),
     }
 
 
@@ -651,8 +673,8 @@ def run_summarize_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         One Parquet path per table that :func:`summarize` returns.
     params : dict
-        ``task``, ``nrmse_normalizer`` and ``summary``, the rest of :func:`summarize`'s
-        keyword arguments.
+        ``task``, ``nrmse_normalizer``, ``metadata_columns`` and ``summary``, the rest of
+        :func:`summarize`'s keyword arguments.
     """
     from hetcv.io import write_parquet
 
@@ -662,10 +684,11 @@ def run_summarize_job(inputs: dict, outputs: dict, params: dict) -> None:
         read_all(inputs["cluster_stats"]),
         read_all(inputs["pairs"]),
         read_all(inputs["selected_assignments"]),
-        held_out[[c for c in held_out.columns if c not in FEATURE_COLUMNS]],
+        held_out.drop(columns=feature_columns(held_out.columns)),
         pd.read_parquet(inputs["manifest"]),
         task=params["task"],
         nrmse_normalizer=params["nrmse_normalizer"],
+        metadata_columns=params["metadata_columns"],
         **params["summary"],
     )
     for name, frame in tables.items():

@@ -176,6 +176,32 @@ def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
     return table.rename(columns={"test_metric": f"test {METRIC_LABEL[task]}"})
 
 
+def metadata_table(profile: pd.DataFrame) -> pd.DataFrame:
+    """The metadata profile as a table: per n, column and cluster, what it holds and the test.
+
+    Parameters
+    ----------
+    profile : DataFrame
+        ``metadata.parquet`` (:func:`hetcv.profiles.metadata_profiles`); may be empty.
+
+    Returns
+    -------
+    table : DataFrame
+        ``n, column, cluster, level`` (categorical) with ``share %, overall %, lift``, or
+        ``median, q1, q3, overall median`` (numeric), then ``test, effect, p (Holm)``.
+    """
+    names = {
+        "share": "share %",
+        "overall_share": "overall %",
+        "overall_median": "overall median",
+        "p_holm": "p (Holm)",
+    }
+    shown = ["n", "column", "cluster", "level", "count", "share", "overall_share", "lift"]
+    shown += ["median", "q1", "q3", "overall_median", "test", "effect", "p_holm"]
+    present = [column for column in shown if column in profile]
+    return profile[present].rename(columns=names).reset_index(drop=True)
+
+
 def write_table(table: pd.DataFrame, csv: str, markdown: str, latex: str, caption: str) -> None:
     """Write one table as CSV (full precision), Markdown and LaTeX (3 decimals), atomically.
 

@@ -383,7 +383,7 @@ def summary_markdown(table: pd.DataFrame, calibration: pd.DataFrame) -> str:
     )
 
 
-VALIDATION_INPUTS = ("manifest", "cv", "features", "assignments", "runs")
+VALIDATION_INPUTS = ("manifest", "cv", "features", "assignments", "cluster_runs")
 
 
 def validation_tables(
@@ -428,7 +428,10 @@ def validation_tables(
     tables, calibration = [], None
     for dataset in sorted(datasets, key=lambda name: setting_order(settings[name])):
         frames = datasets[dataset]
-        assignments, runs = selected_rows(frames["assignments"]), selected_rows(frames["runs"])
+        assignments, runs = (
+            selected_rows(frames["assignments"]),
+            selected_rows(frames["cluster_runs"]),
+        )
         planted = frames["manifest"].set_index("sample_id")["planted"]
         label = setting_label(settings[dataset])
         cv = selected_rows(frames["cv"])

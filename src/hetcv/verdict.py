@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hetcv.profiles import over_represented
 from hetcv.stats import METRIC_LABEL, PAPER_CV_GUIDELINE
 from hetcv.tables import heterogeneity_reading, select
 
@@ -109,6 +110,7 @@ def dataset_verdict(
     clusters: pd.DataFrame,
     correlation: pd.DataFrame,
     subgroups: pd.DataFrame,
+    metadata: pd.DataFrame,
     selected: dict,
 ) -> str:
     """Write the Markdown section of ``results/summary.md`` for one dataset.
@@ -131,6 +133,8 @@ def dataset_verdict(
         One row per correlation level; see `correlation_line`.
     subgroups : pandas.DataFrame
         Subgroups with ``n``, ``subgroup``, ``lift``, ``precision`` and ``auroc``; may be empty.
+    metadata : pandas.DataFrame
+        The metadata profile (:func:`hetcv.profiles.metadata_profiles`); may be empty.
     selected : dict
         The selected clustering: ``{"algorithm": ..., "k": ...}``.
 
@@ -183,7 +187,8 @@ def dataset_verdict(
         f"- Weakest cluster at n = {largest['n']} (cross-fitted: ranked on one half of each "
         f"fold's held-out samples, measured on the other): cluster "
         f"{largest['weakest_cluster']:.0f}, {metric} {weakest} against "
-        f"{largest['test_metric']:.3f} overall."
+        f"{largest['test_metric']:.3f} overall"
+        f"{_over_represented(metadata, largest['n'], largest['weakest_cluster'])}."
     )
     if len(subgroups):
         top = subgroups[subgroups["n"] == largest["n"]].sort_values("lift", ascending=False).head(3)
@@ -195,3 +200,17 @@ def dataset_verdict(
         lines.append(f"- What the worst cluster holds at n = {largest['n']}: {described}.")
     lines.append("")
     return "\n".join(lines)
+
+
+def _over_represented(metadata: pd.DataFrame, n: int, cluster: float) -> str:
+    """``; it holds 62 % site B against 30 % overall (…)``, or nothing."""
+    if not np.isfinite(cluster):
+        return ""
+    row = over_represented(metadata, n, int(cluster))
+    if row is None:
+        return ""
+    return (
+        f"; it holds {row['share']:.0f} % {row['column']} {row['level']} against "
+        f"{row['overall_share']:.0f} % overall (Cramér's V {row['effect']:.2f}, "
+        f"p (Holm) {p_text(row['p_holm'])})"
+    )

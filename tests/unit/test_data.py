@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hetcv.data import digits_source, resized, run_prepare_job, to_uint8, validate_manifest
+from hetcv.data import (
+    dataset_window,
+    digits_source,
+    resized,
+    run_prepare_job,
+    to_uint8,
+    validate_manifest,
+)
 from hetcv.errors import HetcvError
 
 
@@ -76,6 +83,8 @@ def test_prepare_streams_resized_uint8_grey_images(tmp_path):
             "source": {"kind": "digits", "variant": "digitvalue"},
             "task": "regression",
             "image_size": 32,
+            "intensity": {"window": "dataset", "percentiles": [0.5, 99.5]},
+            "resize": "stretch",
             "seed": 0,
         },
     )
@@ -137,3 +146,45 @@ def test_text_class_labels_are_coded_in_sorted_order():
     coded = validate_manifest(manifest, "classification", where="t.csv")
     assert coded["target"].tolist() == [1, 0, 1]
     assert coded["label"].tolist() == ["keep", "discard", "keep"]
+
+
+def test_a_sample_without_a_group_is_one_line():
+    manifest = pd.DataFrame(
+        {"sample_id": ["a", "b", "c"], "target": [0, 1, 0], "group": ["P1", None, "P2"]}
+    )
+    with pytest.raises(HetcvError, match=r"^t.csv: row 1 \(sample 'b'\) has no group$"):
+        validate_manifest(manifest, "classification", where="t.csv")
+    numbered = manifest.assign(group=pd.Series([1, 7, 2], dtype=object))
+    checked = validate_manifest(numbered, "classification", where="t.csv")
+    assert checked["group"].tolist() == ["1", "7", "2"]
+
+
+def test_a_dataset_window_gives_the_same_tissue_the_same_grey_level():
+    # Two 16-bit images share tissue at 1000 and 2000; the second also holds a bright marker.
+    first = np.array([[1000, 2000], [1000, 2000]], dtype=np.uint16)
+    second = np.array([[1000, 2000], [2000, 9000]], dtype=np.uint16)
+    images = [first, second]
+    window = dataset_window(lambda row: images[row], 2, [0, 100], seed=0)
+    assert window == (1000.0, 9000.0)
+    assert to_uint8(first, window)[0, 1] == to_uint8(second, window)[0, 1] == 32  # 1000/8000
+    # Per image, the same 2000 would be white in one image and dark grey in the other.
+    assert to_uint8(first)[0, 1] == 255 and to_uint8(second)[0, 1] == 32
+    assert dataset_window(lambda row: np.zeros((2, 2), np.uint8), 3, [0, 100], seed=0) is None
+
+
+def test_robust_percentiles_clip_outliers():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 1000, size=(50, 50)).astype(np.uint16) for _ in range(4)]
+    images[0][0, 0] = 60000  # one hot pixel
+    low, high = dataset_window(lambda row: images[row], 4, [0.5, 99.5], seed=1)
+    assert 0 <= low < 20 and 980 < high <= 1000
+    assert to_uint8(images[0], (low, high))[0, 0] == 255
+
+
+def test_padding_keeps_the_aspect_ratio():
+    wide = np.full((10, 40), 200, dtype=np.uint8)
+    padded = resized(wide, 32, colour=False, resize="pad")
+    rows = np.flatnonzero(padded.max(axis=1) > 0)
+    # 40 × 10 scaled to 32 × 8, centred: rows 12 to 19 hold the image, the rest is black.
+    assert rows.tolist() == list(range(12, 20)) and padded[15].min() == 200
+    assert resized(wide, 32, colour=False).min() == 200  # stretched fills the square

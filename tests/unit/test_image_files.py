@@ -35,10 +35,14 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
     assert read_image_file(tmp_path / "b.dcm").tolist() == [[300, 200], [100, 0]]
     write_dicom(tmp_path / "c.dcm", stored, window=(150.0, 101.0))
     windowed = read_image_file(tmp_path / "c.dcm")
-    # Window 100–200 (centre 150, width 101): below saturates at 0, above at 65535; 100 sits
+    # Window 100–200 (centre 150, width 101): below saturates at 0, above at 255 (the file's
+    # own window is the display, mapped from its 16-bit output range to 8 bits); 100 sits
     # just inside the lower edge (DICOM's linear VOI function).
-    assert windowed[0, 0] == 0 and windowed[1, 0] == windowed[1, 1] == 65535
-    assert 0 < windowed[0, 1] < 1000
+    assert windowed.dtype == np.uint8
+    assert windowed[0, 0] == 0 and windowed[1, 0] == windowed[1, 1] == 255
+    assert 0 <= windowed[0, 1] < 4
+    write_dicom(tmp_path / "d.dcm", stored, photometric="MONOCHROME1", window=(150.0, 101.0))
+    assert read_image_file(tmp_path / "d.dcm")[0, 0] == 255
 
 
 def test_a_truncated_image_names_the_file(tmp_path):

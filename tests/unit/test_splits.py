@@ -81,3 +81,50 @@ def test_named_sample_sizes_resolve_against_the_dataset():
 def test_bad_sample_sizes_name_the_key(sizes, message):
     with pytest.raises(HetcvError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve_sample_sizes(sizes, 1667, 4, "datasets.x.sample_sizes")
+
+
+def patients(n_patients=60, seed=0):
+    """Images per patient from 1 to 12; a patient's images share the label 70 % of the time."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 13, size=n_patients)
+    groups = np.repeat([f"P{i:03d}" for i in range(n_patients)], sizes)
+    base = rng.integers(0, 2, size=n_patients)
+    labels = np.where(
+        rng.random(len(groups)) < 0.7, np.repeat(base, sizes), 1 - np.repeat(base, sizes)
+    )
+    return labels, groups
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_patient_spans_training_and_held_out_samples(seed):
+    labels, groups = patients(seed=seed)
+    for n in (60, 150, len(labels)):
+        split = make_split(labels, "classification", n, 4, seed, seed + n, groups=groups)
+        assert list(split.columns) == ["index", "fold", "group"]
+        assert (split["group"].to_numpy() == groups[split["index"]]).all()
+        folds_per_group = split.groupby("group")["fold"].nunique()
+        assert (folds_per_group == 1).all(), folds_per_group[folds_per_group > 1]
+        assert sorted(split["fold"].unique()) == [0, 1, 2, 3]
+        # Stratified as far as groups allow: every fold holds both classes.
+        assert (split.assign(y=labels[split["index"]]).groupby("fold")["y"].nunique() == 2).all()
+
+
+def test_grouped_samples_stay_nested():
+    labels, groups = patients(seed=1)
+    small, large = (
+        set(make_split(labels, "classification", n, 4, 7, n, groups=groups)["index"])
+        for n in (100, 250)
+    )
+    assert small < large
+
+
+@pytest.mark.parametrize("n_patients", [1, 3])
+def test_fewer_groups_than_folds_is_one_line(n_patients):
+    labels = np.tile([0, 1], 20)
+    groups = np.array([f"P{i % n_patients}" for i in range(40)])
+    with pytest.raises(
+        HetcvError,
+        match=rf"source.group_column: the sample of 40 holds "
+        rf"{n_patients} group\(s\), fewer than folds = 4",
+    ):
+        make_split(labels, "classification", 40, 4, 0, 0, groups=groups)

@@ -78,14 +78,18 @@ def test_figures_exist_open_and_have_the_configured_size(tiny_study, dataset):
 def test_export_rows_match_the_assignments(tiny_study, dataset):
     export = pd.read_csv(tiny_study / f"results/{dataset}/clusters_per_sample.csv")
     score = "correct" if TINY_STUDY["datasets"][dataset]["task"] == "classification" else "sq_error"
+    metadata = ["subgroup"] if dataset == "udigits" else []
     assert list(export.columns) == [
         "sample_id",
         "n",
         "fold",
         "cluster",
         "membership",
+        "target",
         "prediction",
         score,
+        "loss",
+        *metadata,
     ]
     assignments = pd.concat(
         pd.read_parquet(path)
@@ -98,11 +102,17 @@ def test_export_rows_match_the_assignments(tiny_study, dataset):
     assert len(merged) == len(export) == len(expected)
     assert (merged["cluster"] == merged["cluster_expected"]).all()
     features = pd.concat(
-        pd.read_parquet(path, columns=["sample_id", "n", "fold", "prediction"])
+        pd.read_parquet(path, columns=["sample_id", "n", "fold", "target", "prediction", "loss"])
         for path in (tiny_study / "results" / dataset).glob("n*/fold*/features.parquet")
     )
     joined = export.merge(features, on=["sample_id", "n", "fold"], suffixes=("", "_features"))
-    assert np.allclose(joined["prediction"], joined["prediction_features"])
+    assert len(joined) == len(export)
+    for column in ("target", "prediction", "loss"):
+        assert np.allclose(joined[column], joined[f"{column}_features"]), column
+    if metadata:
+        manifest = pd.read_parquet(tiny_study / f"results/{dataset}/data/manifest.parquet")
+        known = export.merge(manifest, on="sample_id", suffixes=("", "_manifest"))
+        assert (known["subgroup"] == known["subgroup_manifest"]).all()
 
 
 def test_summary_md_gives_a_verdict_per_dataset(tiny_study):

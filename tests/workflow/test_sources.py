@@ -37,7 +37,12 @@ def dicom_table(root, n=24):
     for i in range(n):
         write_image(root / "dicom" / f"case{i}.dcm", pattern(i % 2, i), "dicom")
         rows.append(
-            {"file": f"case{i}.dcm", "decision": ["keep", "discard"][i % 2], "subgroup": i % 3}
+            {
+                "file": f"case{i}.dcm",
+                "decision": ["keep", "discard"][i % 2],
+                "subgroup": i % 3,
+                "patient": f"P{i // 5}",  # 5 patients, 4 to 5 images each, both labels
+            }
         )
     pd.DataFrame(rows).to_csv(root / "dicom.csv", index=False)
 
@@ -92,6 +97,7 @@ def study(root):
                     "images": str(root / "dicom"),
                     "path_column": "file",
                     "target_column": "decision",
+                    "group_column": "patient",
                     "metadata_columns": ["subgroup"],
                 },
             },
@@ -151,6 +157,19 @@ def test_csv_source_with_dicom_paths_and_text_labels(sources_run):
     assert "subgroup" in table
     pixels = images(sources_run, "dicoms")
     assert pixels[:, :16].mean() != pixels[:, 16:].mean()
+
+
+def test_grouped_folds_never_put_a_patient_on_both_sides(sources_run):
+    split = pd.read_parquet(sources_run / "results/dicoms/splits/n24.parquet")
+    assert list(split.columns) == ["sample_id", "index", "fold", "group"]
+    assert split["group"].nunique() == 5
+    assert (split.groupby("group")["fold"].nunique() == 1).all()
+    for fold in (0, 1):
+        held_out = pd.read_parquet(sources_run / f"results/dicoms/n24/fold{fold}/features.parquet")
+        trained_on = split.loc[split["fold"] != fold, "sample_id"]
+        held_groups = set(split.set_index("sample_id").loc[held_out["sample_id"], "group"])
+        trained_groups = set(split.set_index("sample_id").loc[trained_on, "group"])
+        assert held_groups and trained_groups and not held_groups & trained_groups
 
 
 def test_folder_source_uses_class_subfolders(sources_run):

@@ -2,23 +2,29 @@ import os
 import sys
 from pathlib import Path
 
-# The hetcv library lives in src/; jobs (local, conda or SLURM) find it through PYTHONPATH.
-HETCV_SRC = str(Path(workflow.main_snakefile).parent / "src")
+# The library is src/ beside these rules (also when another workflow uses hetcv as a module);
+# jobs (local, conda or SLURM) find it through PYTHONPATH.
+HETCV_SRC = str(Path(workflow.current_basedir).parents[1] / "src")
 sys.path.insert(0, HETCV_SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [HETCV_SRC, os.environ.get("PYTHONPATH")]))
 )
 
 from hetcv.columns import SUMMARY_TABLES
-from hetcv.data import source_has_subgroups
+from hetcv.data import source_file, source_has_subgroups
 from hetcv.study import resolve_study, rule_params
 
 # A HetcvError here reaches the user as one line naming the config key.
 STUDY = resolve_study(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (nothing, when there are none)."""
+    return "|".join(names) or "(?!)"
+
+
 wildcard_constraints:
-    dataset="|".join(STUDY.datasets),
+    dataset=one_of(STUDY.datasets),
     n=r"\d+",
     fold=r"\d+",
     algorithm="|".join(STUDY.algorithms),
@@ -31,6 +37,7 @@ SUMMARY = "results/{dataset}/summary"
 PATHS = {
     "images": f"{DATA}/images.npy",
     "manifest": f"{DATA}/manifest.parquet",
+    "held_out": f"{DATA}/held_out.parquet",
     "split": "results/{dataset}/splits/n{n}.parquet",
     "model": f"{FOLD}/model.pt",
     "features": f"{FOLD}/features.parquet",
@@ -45,9 +52,9 @@ PATHS = {
     "table": "results/tables/{dataset}_{name}.{extension}",
     "figure": "results/figures/{dataset}_{name}.{extension}",
 }
-FIGURES = ["fig2", "fig3", "fig4", "fig5", "validity"]
+FIGURES = ["fig2", "fig3", "fig4", "fig5", "validity", "metadata"]
 PICTURES = ["scatter", "gallery"]
-TABLES = ["table1", "table2", "cv"]
+TABLES = ["table1", "table2", "cv", "metadata"]
 
 
 def params_of(name):
@@ -61,7 +68,7 @@ def summary_tables(*names):
     }
 
 
-def fold_files(kind, algorithms=None, dataset=None):
+def fold_files(kind, algorithms=None, dataset=None, folds=None):
     """A dataset's files of one kind for every n and fold (input function if no dataset)."""
 
     def files(wildcards):
@@ -70,23 +77,17 @@ def fold_files(kind, algorithms=None, dataset=None):
             PATHS[kind],
             dataset=name,
             n=STUDY.sample_sizes[name],
-            fold=STUDY.folds(name),
+            fold=folds or STUDY.folds(name),
             algorithm=algorithms or STUDY.algorithms,
         )
 
     return files if dataset is None else files(None)
 
 
-def first_fold_features(wildcards):
-    sizes = STUDY.sample_sizes[wildcards.dataset]
-    return expand(PATHS["features"], dataset=wildcards.dataset, n=sizes, fold=0)
-
-
 def source_inputs(wildcards):
-    """The source's table or archive, so that editing it re-runs prepare."""
-    source = STUDY.dataset(wildcards.dataset)["source"]
-    files = {"csv": source.get("csv"), "npz": source.get("path")}
-    return {"source": files[source["kind"]]} if source["kind"] in files else {}
+    """The source's table or archive, so that editing it re-runs its first rule."""
+    path = source_file(STUDY.dataset(wildcards.dataset)["source"])
+    return {"source": path} if path else {}
 
 
 def train_inputs(wildcards):
@@ -113,14 +114,14 @@ report_flag = report
 
 def registered(paths, subcategory):
     """Register each CSV and PNG in the HTML report, with its caption, under the dataset."""
-    return {key: reported(key, path, subcategory) for key, path in paths.items()}
-
-
-def reported(key, path, subcategory):
-    if not key.endswith(("_csv", "_png")):
-        return path
-    caption = f"../report/{key.rsplit('_', 1)[0]}.rst"
-    return report_flag(path, caption, category="{dataset}", subcategory=subcategory)
+    return {
+        key: (
+            report_flag(path, f"../report/{key[:-4]}.rst", "{dataset}", subcategory)
+            if key.endswith(("_csv", "_png"))
+            else path
+        )
+        for key, path in paths.items()
+    }
 
 
 def summary_md_inputs(wildcards):
@@ -128,7 +129,7 @@ def summary_md_inputs(wildcards):
     return {
         f"{name}_{table}": PATHS["summary"].format(dataset=name, table=table)
         for name in STUDY.datasets
-        for table in ("cv", "cluster_stats", "correlation", "subgroups")
+        for table in ("cv", "cluster_stats", "correlation", "subgroups", "metadata")
     }
 
 
@@ -140,8 +141,7 @@ def validation_inputs(wildcards):
         inputs[f"{name}_manifest"] = [PATHS["manifest"].format(dataset=name)]
         inputs[f"{name}_cv"] = [PATHS["summary"].format(dataset=name, table="cv")]
         for kind in ("features", "assignments", "cluster_runs"):
-            key = "runs" if kind == "cluster_runs" else kind
-            inputs[f"{name}_{key}"] = fold_files(kind, selected, dataset=name)
+            inputs[f"{name}_{kind}"] = fold_files(kind, selected, dataset=name)
     return inputs
 
 
@@ -149,7 +149,9 @@ def final_outputs():
     outputs = ["results/summary.md"]
     for name in STUDY.datasets:
         products = summary_tables(*SUMMARY_TABLES) | output_files("table", TABLES)
-        products |= output_files("figure", FIGURES + PICTURES)
+        products |= output_files("figure", FIGURES)
+        if name in STUDY.image_datasets:  # the galleries show images
+            products |= output_files("figure", PICTURES)
         products["export"] = PATHS["export"]
         if source_has_subgroups(STUDY.dataset(name)["source"]):
             products |= {"variants": PATHS["variants"]}

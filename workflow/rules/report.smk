@@ -9,7 +9,7 @@ localrules:
 
 rule tables:
     input:
-        **summary_tables("cv", "cluster_stats", "cluster_pairs"),
+        **summary_tables("cv", "cluster_stats", "cluster_pairs", "metadata"),
     output:
         **registered(output_files("table", TABLES), "Tables"),
     log:
@@ -26,7 +26,9 @@ rule tables:
 
 rule figures:
     input:
-        **summary_tables("cv", "cluster_stats", "fold_cv", "correlation", "validity"),
+        **summary_tables(
+            "cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata"
+        ),
     output:
         **registered(output_files("figure", FIGURES), "Figures"),
     log:
@@ -45,6 +47,7 @@ rule export_clusters:
     input:
         assignments=fold_files("assignments", [STUDY.selected["algorithm"]]),
         features=fold_files("features"),
+        manifest=PATHS["manifest"],
     output:
         export=PATHS["export"],
     log:
@@ -62,7 +65,7 @@ rule export_clusters:
 rule cluster_pictures:
     input:
         export=rules.export_clusters.output.export,
-        first_folds=first_fold_features,
+        first_folds=fold_files("features", folds=[0]),
         images=rules.prepare.output.images,
         manifest=rules.prepare.output.manifest,
         cluster_stats=rules.summarize.output.cluster_stats,

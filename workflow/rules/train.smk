@@ -9,6 +9,8 @@ rule train:
         "logs/train/{dataset}/n{n}/fold{fold}.log",
     benchmark:
         "logs/benchmarks/train/{dataset}/n{n}/fold{fold}.tsv"
+    wildcard_constraints:
+        dataset=one_of(STUDY.image_datasets),
     conda:
         "../../envs/torch.yaml"
     threads: 2

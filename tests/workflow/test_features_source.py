@@ -1,0 +1,167 @@
+"""A team's own model: a features table (embeddings 24 wide) through the whole workflow."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_workdir, snakemake, write_config
+
+WIDTH = 24
+SIZES = (120, 240)
+
+
+def embeddings_table(seed=0):
+    """Three well-separated blobs; the model is right 95 % of the time, 60 % in blob 2 (site B)."""
+    rng = np.random.default_rng(seed)
+    total = max(SIZES)
+    blob = rng.integers(0, 3, total)
+    embedding = rng.normal(scale=4.0, size=(3, WIDTH))[blob] + rng.normal(size=(total, WIDTH))
+    target = rng.integers(0, 2, total)
+    frames = []
+    for n in SIZES:
+        right = rng.random(n) < np.where(blob[:n] == 2, 0.6, 0.95)
+        predicted = np.where(right, target[:n], 1 - target[:n])
+        frame = pd.DataFrame(
+            {
+                "sample_id": [f"s{i}" for i in range(n)],
+                "n": n,
+                "fold": rng.permutation(np.arange(n) % 3),
+                "target": np.where(target[:n] == 1, "tumour", "normal"),
+                "prediction": np.where(predicted == 1, 0.8, 0.2),
+                "site": np.where(blob[:n] == 2, "B", "A"),
+            }
+        )
+        columns = {f"emb_{j}": embedding[:n, j] for j in range(WIDTH)}
+        frames.append(pd.concat([frame, pd.DataFrame(columns)], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def features_study(table_path, **clustering):
+    return {
+        "datasets": {
+            "mine": {
+                "source": {
+                    "kind": "features",
+                    "table": str(table_path),
+                    "embedding": "emb_",
+                    "metadata_columns": ["site"],
+                },
+                "task": "classification",
+            }
+        },
+        "clustering": {
+            "algorithms": ["kmeans", "fcm"],
+            "k": [2, 3],
+            "repeats": 2,
+            "null_permutations": 99,
+            "bootstrap": 200,
+            "selected": {"algorithm": "fcm", "k": 3},
+            **clustering,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    embeddings_table().to_parquet(root / "embeddings.parquet", index=False)
+    workdir = make_workdir(root / "study")
+    config = write_config(workdir / "mine.yaml", features_study(root / "embeddings.parquet"))
+    result = snakemake(workdir, "--configfile", str(config))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir, result.stdout + result.stderr
+
+
+def test_nothing_is_trained_and_every_fold_is_the_tables(features_run):
+    workdir, log = features_run
+    results = workdir / "results/mine"
+    assert not (results / "data/images.npy").exists()
+    assert not list(results.glob("n*/fold*/model.pt")) and "rule train" not in log
+    for n in SIZES:
+        for fold in range(3):
+            features = pd.read_parquet(results / f"n{n}/fold{fold}/features.parquet")
+            assert len(features) == n // 3 and (features["n"] == n).all()
+            assert list(features.columns[-WIDTH:]) == [f"f{j:03d}" for j in range(WIDTH)]
+
+
+def test_statistics_find_the_weak_blob(features_run):
+    workdir, _ = features_run
+    cv = pd.read_parquet(workdir / "results/mine/summary/cv.parquet")
+    selected = cv[(cv["algorithm"] == "fcm") & (cv["k"] == 3)].set_index("n")
+    assert list(selected.index) == list(SIZES)
+    # Blob 2 holds a third of the samples at 60 % accuracy against 95 %: every size shows it.
+    assert (selected["p_holm"] < 0.05).all()
+    assert (selected["weakest_metric"] < selected["test_metric"] - 0.1).all()
+    export = pd.read_csv(workdir / "results/mine/clusters_per_sample.csv")
+    assert len(export) == sum(SIZES)
+    # The export carries the target, the loss and the metadata the table gave.
+    assert {"target", "loss", "site", "label"} <= set(export.columns)
+    share_b = (
+        export[export["n"] == 240].groupby("cluster")["site"].apply(lambda s: (s == "B").mean())
+    )
+    weakest = int(selected.loc[240, "weakest_cluster"])
+    assert share_b.idxmax() == weakest and share_b.max() > 0.9
+    assert (workdir / "results/tables/mine_cv.csv").exists()
+    assert "## mine" in (workdir / "results/summary.md").read_text()
+
+
+def test_the_weak_cluster_is_profiled_by_its_metadata(features_run):
+    workdir, _ = features_run
+    profile = pd.read_parquet(workdir / "results/mine/summary/metadata.parquet")
+    export = pd.read_csv(workdir / "results/mine/clusters_per_sample.csv")
+    at_240 = export[export["n"] == 240]
+    # The profile recomputed from the export: site B's share of each cluster.
+    by_hand = at_240.groupby("cluster")["site"].apply(lambda s: 100 * (s == "B").mean())
+    site_b = profile[(profile["n"] == 240) & (profile["level"] == "B")].set_index("cluster")
+    assert site_b["share"].to_dict() == pytest.approx(by_hand.to_dict())
+    assert site_b["overall_share"].iloc[0] == pytest.approx(100 * (at_240["site"] == "B").mean())
+    assert (site_b["p_holm"] < 1e-6).all() and (site_b["effect"] > 0.8).all()
+    cv = pd.read_parquet(workdir / "results/mine/summary/cv.parquet")
+    selected = cv[(cv["algorithm"] == "fcm") & (cv["k"] == 3) & (cv["n"] == 240)]
+    weakest = int(selected["weakest_cluster"].iloc[0])
+    text = (workdir / "results/summary.md").read_text()
+    expected = f"it holds {site_b.loc[weakest, 'share']:.0f} % site B against "
+    assert expected + f"{site_b['overall_share'].iloc[0]:.0f} % overall" in text
+    table = pd.read_csv(workdir / "results/tables/mine_metadata.csv")
+    assert {"share %", "overall %", "lift", "p (Holm)"} <= set(table.columns)
+    assert (workdir / "results/figures/mine_metadata.png").stat().st_size > 10_000
+
+
+def test_a_fold_too_small_for_k_stops_before_any_job(tmp_path):
+    table = embeddings_table()
+    table.to_parquet(tmp_path / "embeddings.parquet", index=False)
+    workdir = make_workdir(tmp_path / "study")
+    study = features_study(
+        tmp_path / "embeddings.parquet", k=[2, 40], selected={"algorithm": "fcm", "k": 2}
+    )
+    config = write_config(workdir / "mine.yaml", study)
+    result = snakemake(workdir, "--configfile", str(config), "--dry-run")
+    assert result.returncode != 0
+    assert (
+        "clustering.k: k=40 is not smaller than the smallest held-out fold of datasets.mine "
+        "(40 samples at n=120)" in result.stdout + result.stderr
+    )
+
+
+def test_another_workflow_runs_hetcv_as_a_module(tmp_path):
+    """`module hetcv: snakefile: …` + `use rule * from hetcv`, from a folder of its own."""
+    from conftest import PROJECT
+
+    embeddings_table().to_parquet(tmp_path / "embeddings.parquet", index=False)
+    study = features_study(
+        tmp_path / "embeddings.parquet", algorithms=["fcm"], selected={"algorithm": "fcm", "k": 3}
+    )
+    deployer = tmp_path / "deployer"
+    deployer.mkdir()
+    write_config(deployer / "study.yaml", study)
+    (deployer / "Snakefile").write_text(
+        'configfile: "study.yaml"\n\n\n'
+        "module hetcv:\n"
+        f'    snakefile:\n        "{PROJECT / "Snakefile"}"\n'
+        "    config:\n        config\n\n\n"
+        "use rule * from hetcv\n"
+    )
+    result = snakemake(deployer)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    cv = pd.read_parquet(deployer / "results/mine/summary/cv.parquet")
+    assert sorted(cv["n"].unique()) == list(SIZES)
+    assert "## mine" in (deployer / "results/summary.md").read_text()
