@@ -101,10 +101,8 @@ def numeric_profile(cluster: np.ndarray, values: pd.Series) -> tuple[pd.DataFram
 
     Parameters
     ----------
-    cluster : ndarray of shape (n_samples,)
-        Each sample's consensus cluster.
-    values : Series of length n_samples
-        The column's values (no missing ones).
+    cluster, values
+        As for :func:`categorical_profile`.
 
     Returns
     -------

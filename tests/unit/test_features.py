@@ -51,19 +51,21 @@ def test_a_binary_table_becomes_one_fold_with_scores_by_hand():
     np.testing.assert_allclose(held_out["f006"], table["emb_6"], rtol=1e-6)
 
 
+def three_classes(**columns):
+    """Three samples of classes 2, 5, 9 with their class probabilities, and ``columns``."""
+    probabilities = {"probability_0": [0.7, 0.1, 0.2], "probability_1": [0.2, 0.8, 0.2]}
+    return pd.DataFrame(
+        {"sample_id": ["a", "b", "c"], "target": [2, 5, 9], **probabilities, **columns}
+    )
+
+
 def test_multiclass_probabilities_a_list_embedding_and_a_given_loss():
-    table = pd.DataFrame(
-        {
-            "sample_id": ["a", "b", "c"],
-            "n": [3, 3, 3],
-            "fold": [0, 1, 2],
-            "target": [2, 5, 9],
-            "probability_0": [0.7, 0.1, 0.2],
-            "probability_1": [0.2, 0.8, 0.2],
-            "probability_2": [0.1, 0.1, 0.6],
-            "loss": [0.5, 0.25, 1.0],
-            "vector": [np.arange(4.0), np.ones(4), np.zeros(4)],
-        }
+    table = three_classes(
+        n=[3, 3, 3],
+        fold=[0, 1, 2],
+        probability_2=[0.1, 0.1, 0.6],
+        loss=[0.5, 0.25, 1.0],
+        vector=[np.arange(4.0), np.ones(4), np.zeros(4)],
     )
     manifest, held_out = converted(table, embedding="vector", pca_components=2)
     assert held_out["predicted_label"].tolist() == [2, 5, 9]  # classes 2, 5, 9 in order
@@ -140,15 +142,6 @@ def test_each_bad_table_is_one_line(case):
 
 
 def test_multiclass_rows_must_sum_to_one():
-    table = pd.DataFrame(
-        {
-            "sample_id": ["a", "b", "c"],
-            "target": [0, 1, 2],
-            "probability_0": [0.7, 0.1, 0.2],
-            "probability_1": [0.2, 0.8, 0.2],
-            "probability_2": [0.1, 0.1, 0.2],
-            "e0": [1.0, 2.0, 3.0],
-        }
-    )
+    table = three_classes(probability_2=[0.1, 0.1, 0.2], e0=[1.0, 2.0, 3.0])
     with pytest.raises(HetcvError, match=r"^t.parquet: row 2: the class probabilities do not sum"):
         converted(table, embedding="e", pca_components=1)

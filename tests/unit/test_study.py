@@ -77,6 +77,30 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
             lambda s: s["datasets"]["udigits"].update(folds="two"),
             "config key datasets.udigits.folds: 'two' is not of type 'integer'",
         ),
+        (
+            lambda s: s["datasets"]["udigits"].pop("sample_sizes"),
+            "datasets.udigits.sample_sizes: required for a digits source",
+        ),
+        (
+            lambda s: s["datasets"]["udigits"].update(intensity={"percentiles": [99, 1]}),
+            "datasets.udigits.intensity.percentiles: 99 is not below 1",
+        ),
+        (
+            lambda s: s["datasets"]["udigits"].update(
+                source={"kind": "features", "table": "no/e.parquet", "embedding": "emb_"}
+            ),
+            "datasets.udigits.sample_sizes: a features source takes its sample sizes from "
+            "the table's n column; remove this key",
+        ),
+        (
+            lambda s: (
+                s["datasets"]["udigits"].update(
+                    source={"kind": "features", "table": "no/e.parquet", "embedding": "emb_"}
+                )
+                or s["datasets"]["udigits"].pop("sample_sizes")
+            ),
+            "datasets.udigits.source.table: no/e.parquet does not exist",
+        ),
     ],
 )
 def test_each_semantic_check_names_its_key_on_one_line(change, message):
