@@ -69,6 +69,8 @@ def main() -> None:
             },
             "task": "regression",
             "image_size": size,
+            "intensity": {"window": "dataset", "percentiles": [0.5, 99.5]},
+            "resize": "stretch",
             "seed": 0,
         }
         measured = json.loads(
