@@ -35,16 +35,14 @@ from hetcv.cluster import (
 from hetcv.columns import feature_columns
 from hetcv.errors import HetcvError
 from hetcv.io import write_parquet
+from hetcv.metrics import ClusterMetric, dataset_metric
 from hetcv.seeding import derive_seed
 from hetcv.stats import (
-    SCORE_COLUMN,
     cluster_metrics,
     coefficient_of_variation,
-    metric_from_means,
     permutation_p_value,
     permutations_within,
     permuted_cluster_metrics,
-    task_normaliser,
 )
 
 log = logging.getLogger(__name__)
@@ -73,24 +71,6 @@ class FoldClustering:
     cluster_stats: pd.DataFrame
     pairs: pd.DataFrame
     runs: pd.DataFrame
-
-
-def sample_scores(features: pd.DataFrame, task: str) -> np.ndarray:
-    """Per-sample score: ``correct`` as 0/1 (classification) or ``sq_error`` (regression).
-
-    Parameters
-    ----------
-    features : DataFrame
-        Held-out rows with the task's score column (``correct`` or ``sq_error``).
-    task : {"classification", "regression"}
-        Picks the score column.
-
-    Returns
-    -------
-    score : ndarray of shape (n_samples,)
-        The score column as float64.
-    """
-    return features[SCORE_COLUMN[task]].to_numpy(dtype=np.float64)
 
 
 def clustered_space(
@@ -239,14 +219,13 @@ def repeat_stability(labels: list[np.ndarray], k: int) -> list[float]:
 def aligned_runs(
     points: np.ndarray,
     groups: np.ndarray | None,
-    score: np.ndarray,
+    outcome: tuple[np.ndarray, np.ndarray | None],
     algorithm: str,
     k: int,
     repeats: int,
     fcm: dict,
     seed: int,
-    task: str,
-    normaliser: float,
+    metric: ClusterMetric,
 ) -> list[Partition]:
     """``repeats`` runs, matched to the first and numbered so that cluster 0 is best.
 
@@ -256,9 +235,10 @@ def aligned_runs(
         Samples in the clustered space.
     groups : ndarray of shape (n_samples,) or None
         Class of each sample, to cluster within each class; None clusters all together.
-    score : ndarray of shape (n_samples,)
-        Per-sample score (:func:`sample_scores`); ranks the reference run's clusters.
-    algorithm, repeats, fcm, seed, task, normaliser : see :func:`analyse_fold`
+    outcome : tuple of (ndarray, ndarray or None)
+        Per-sample outcome and class codes (:meth:`hetcv.metrics.ClusterMetric.outcome`);
+        rank the reference run's clusters.
+    algorithm, repeats, fcm, seed, metric : see :func:`analyse_fold`
     k : int
         Number of clusters (per class when ``groups`` is given).
 
@@ -280,16 +260,15 @@ def aligned_runs(
     runs = [reference] + [
         run.relabel(match_to_reference(reference.labels, run.labels, total_k)) for run in runs[1:]
     ]
-    metric, size = cluster_metrics(reference.labels, score, total_k, task, normaliser)
-    order = canonical_labels(metric, size)
+    values, size = cluster_metrics(reference.labels, outcome[0], total_k, metric, outcome[1])
+    order = canonical_labels(values, size)
     return [run.relabel(order) for run in runs]
 
 
 def analyse_fold(
     features: pd.DataFrame,
     *,
-    task: str,
-    normaliser: float,
+    metric: ClusterMetric,
     algorithm: str,
     k: list[int],
     repeats: int,
@@ -306,9 +285,8 @@ def analyse_fold(
     ----------
     features : DataFrame of shape (n_samples, ...)
         The fold's held-out features table (``features.parquet``).
-    task : {"classification", "regression"}
-    normaliser : float
-        The dataset's NRMSE normaliser (1 for classification).
+    metric : ClusterMetric
+        The dataset's metric (:func:`hetcv.metrics.dataset_metric`).
     algorithm : {"kmeans", "fcm", "gmm"}
     k : list of int
         The cluster numbers to fit.
@@ -334,38 +312,40 @@ def analyse_fold(
     """
     points = clustered_space(features, pca_components, error_aware, seed)
     distances = squareform(pdist(points))
-    score = sample_scores(features, task)
+    score, classes = outcome = metric.outcome(features)
     groups = features["target"].to_numpy() if within == "class" else None
     # One set of permutations per fold, shared by every algorithm, k and repeat, so that the
     # repeat-averaged null CV is a proper permutation distribution. Within class when the
-    # clusters are built within class: a plain accuracy gap between classes is not
-    # heterogeneity of the clusters.
+    # clusters are built within class (a plain accuracy gap between classes is not
+    # heterogeneity of the clusters), and always for the metrics whose classes stay put.
     null_rng = np.random.default_rng(derive_seed(seed, "null"))
-    strata = groups if groups is not None else np.zeros(len(features))
+    within_class = groups is not None or metric.uses_classes
+    strata = features["target"].to_numpy() if within_class else np.zeros(len(features))
     permuted_score = score[permutations_within(strata, null_permutations, null_rng)]
-    fold_metric = float(metric_from_means(np.array([score.mean()]), task, normaliser)[0])
+    fold_metric = metric.of_samples(score, classes)
+    targets = None if metric.name == "nrmse" else features["target"].to_numpy()
 
     tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
     for n_clusters in k:
         partitions = aligned_runs(
-            points, groups, score, algorithm, n_clusters, repeats, fcm, seed, task, normaliser
+            points, groups, outcome, algorithm, n_clusters, repeats, fcm, seed, metric
         )
         stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
         for repeat, part in enumerate(partitions):
-            metric, size = cluster_metrics(part.labels, score, part.k, task, normaliser)
+            values, size = cluster_metrics(part.labels, score, part.k, metric, classes)
             null_cv = coefficient_of_variation(
-                permuted_cluster_metrics(part.labels, permuted_score, part.k, task, normaliser),
+                permuted_cluster_metrics(part.labels, permuted_score, part.k, metric, classes),
                 axis=1,
             )
             key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
-            _warn_empty(key, size)
-            tables["assignments"].append(_assignment_table(features, key, part, metric))
+            _warn_empty(key, size, values)
+            tables["assignments"].append(_assignment_table(features, key, part, values))
             cluster_geometry, pair_geometry = geometry(points, distances, part)
             tables["cluster_stats"] += _cluster_rows(
-                key, part, metric, size, score, cluster_geometry
+                key, part, values, size, score, targets, cluster_geometry
             )
             tables["pairs"] += [{**key, **pair} for pair in pair_geometry]
-            cv = float(coefficient_of_variation(metric))
+            cv = float(coefficient_of_variation(values))
             tables["runs"].append(
                 {
                     **key,
@@ -378,7 +358,8 @@ def analyse_fold(
                     "null_cv_mean": float(np.nanmean(null_cv)),
                     # Clusters built from the loss are not exchangeable with the scores.
                     "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
-                    "worst_cluster": int(np.nanargmin(metric)),
+                    "undefined_clusters": int((np.isnan(values) & (size > 0)).sum()),
+                    "worst_cluster": int(np.nanargmin(values)),
                     **validity(points, distances, part),
                     "fpc": part.extra.get("fpc", np.nan),
                     "bic": part.extra.get("bic", np.nan),
@@ -394,7 +375,18 @@ def analyse_fold(
     )
 
 
-def _warn_empty(key: dict, size: np.ndarray) -> None:
+def _warn_empty(key: dict, size: np.ndarray, values: np.ndarray) -> None:
+    undefined = np.flatnonzero(np.isnan(values) & (size > 0))
+    if len(undefined):
+        log.warning(
+            "%s k=%d repeat %d: cluster(s) %s hold one class only, so their metric is "
+            "undefined; CV over the other %d clusters",
+            key["algorithm"],
+            key["k"],
+            key["repeat"],
+            undefined.tolist(),
+            int(np.isfinite(values).sum()),
+        )
     empty = np.flatnonzero(size == 0)
     if len(empty):
         log.warning(
@@ -429,6 +421,7 @@ def _cluster_rows(
     metric: np.ndarray,
     size: np.ndarray,
     score: np.ndarray,
+    targets: np.ndarray | None,
     cluster_geometry: list[dict],
 ) -> list[dict]:
     return [
@@ -437,6 +430,10 @@ def _cluster_rows(
             "cluster": c,
             "size": int(size[c]),
             "empty": bool(size[c] == 0),
+            "undefined": bool(size[c] > 0 and np.isnan(metric[c])),
+            "classes_present": (
+                -1 if targets is None else len(np.unique(targets[part.labels == c]))
+            ),
             "size_pct": 100.0 * size[c] / len(part.labels),
             "score_sum": float(score[part.labels == c].sum()),
             "metric": float(metric[c]),
@@ -477,22 +474,20 @@ def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
     Parameters
     ----------
     inputs : dict
-        ``features`` (the fold's held-out features) and ``manifest`` (read for regression
-        only, for the dataset-wide NRMSE normaliser).
+        ``features`` (the fold's held-out features) and ``manifest`` (its targets give the
+        dataset-wide NRMSE normaliser and class list).
     outputs : dict
         ``assignments``, ``cluster_stats``, ``pairs`` and ``runs`` (Parquet paths).
     params : dict
-        ``n``, ``fold``, ``task``, ``nrmse_normalizer`` and ``clustering``, the keyword
+        ``n``, ``fold``, ``metric``, ``nrmse_normalizer`` and ``clustering``, the keyword
         arguments of :func:`analyse_fold`.
     """
-    task, clustering = params["task"], params["clustering"]
+    clustering = params["clustering"]
     table = pd.read_parquet(inputs["features"])
     check_k_fits(clustering["k"], len(table), inputs["features"])
-    targets = None  # classification needs no normaliser, so no manifest read
-    if task == "regression":
-        targets = pd.read_parquet(inputs["manifest"], columns=["target"])["target"].to_numpy()
-    normaliser = task_normaliser(task, targets, params["nrmse_normalizer"])
-    result = analyse_fold(table, task=task, normaliser=normaliser, **clustering)
+    targets = pd.read_parquet(inputs["manifest"], columns=["target"])["target"].to_numpy()
+    metric = dataset_metric(params["metric"], targets, params["nrmse_normalizer"])
+    result = analyse_fold(table, metric=metric, **clustering)
     for frame, name in (
         (result.assignments, "assignments"),
         (result.cluster_stats, "cluster_stats"),

@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from hetcv.columns import NULL_SETTING
 from hetcv.io import atomic_path
+from hetcv.metrics import LABEL
 from hetcv.stats import PAPER_CV_GUIDELINE
 from hetcv.tables import select
 
@@ -77,37 +78,37 @@ def save(figure: Figure, png: str, pdf: str, style: dict) -> None:
             )
 
 
-def metric_label(task: str) -> str:
-    """The plotted axis: accuracy, or for regression the paper's error NRMSE = 1 − metric.
+def metric_label(metric: str) -> str:
+    """The plotted axis: the classification metric, or the paper's error NRMSE = 1 − metric.
 
     Parameters
     ----------
-    task : {"classification", "regression"}
-        The dataset's task.
+    metric : str
+        The metric's name (:data:`hetcv.metrics.METRICS`).
 
     Returns
     -------
     label : str
-        ``"test accuracy"`` or ``"test NRMSE (1 − metric)"``.
+        E.g. ``"test accuracy"``, ``"test AUROC"`` or ``"test NRMSE (1 − metric)"``.
     """
-    return "test accuracy" if task == "classification" else "test NRMSE (1 − metric)"
+    return "test NRMSE (1 − metric)" if metric == "nrmse" else f"test {LABEL[metric]}"
 
 
-def as_plotted(values, task: str):
-    """Accuracy for classification; the error NRMSE = 1 − metric for regression (the paper).
+def as_plotted(values, metric: str):
+    """The classification metric as stored; the error NRMSE = 1 − metric (the paper).
 
     Parameters
     ----------
     values : float, ndarray or Series
-        Metric values as stored (accuracy, or 1 − NRMSE).
-    task : {"classification", "regression"}
-        Whether to convert.
+        Metric values as stored (e.g. accuracy, or 1 − NRMSE).
+    metric : str
+        The metric's name; only ``nrmse`` is converted.
 
     Returns
     -------
     plotted : same type as ``values``
     """
-    return values if task == "classification" else 1.0 - values
+    return 1.0 - values if metric == "nrmse" else values
 
 
 def sample_size_axis(axis, sizes) -> None:
@@ -170,7 +171,7 @@ def cluster_bands(axis, rows, centre, low, high, style) -> dict:
     return position
 
 
-def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
+def figure2(clusters, cv, selected, metric, style, dataset) -> Figure:
     """The paper's Figure 2: per-cluster test metric vs sample size, whole-set metric highlighted.
 
     Each cluster is a line with its 95 % CI band; grey bars beside each n show where the
@@ -185,8 +186,8 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
         ``cv.parquet``, read for the whole-set ``test_metric``.
     selected : dict
         The (algorithm, k) plotted; named in the title.
-    task : {"classification", "regression"}
-        Chooses accuracy or NRMSE; see `as_plotted`.
+    metric : str
+        The metric's name; see `as_plotted`.
     style : dict
         The ``report`` config section; see `new_figure`.
     dataset : str
@@ -202,9 +203,9 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
     position = cluster_bands(
         axis,
         select(clusters, selected),
-        centre=lambda g: as_plotted(g["metric"], task),
-        low=lambda g: as_plotted(g["ci_low"], task),
-        high=lambda g: as_plotted(g["ci_high"], task),
+        centre=lambda g: as_plotted(g["metric"], metric),
+        low=lambda g: as_plotted(g["ci_low"], metric),
+        high=lambda g: as_plotted(g["ci_high"], metric),
         style=style,
     )
     chosen = select(clusters, selected)
@@ -213,8 +214,8 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
         # alone gives clusters of these sizes.
         axis.vlines(
             np.full(len(at_n), position[n]) + 0.08,
-            as_plotted(at_n["null_band_low"], task),
-            as_plotted(at_n["null_band_high"], task),
+            as_plotted(at_n["null_band_low"], metric),
+            as_plotted(at_n["null_band_high"], metric),
             color="grey",
             linewidth=5,
             alpha=0.35,
@@ -223,15 +224,15 @@ def figure2(clusters, cv, selected, task, style, dataset) -> Figure:
     whole = select(cv, selected).sort_values("n")
     axis.plot(
         whole["n"].map(position),
-        as_plotted(whole["test_metric"], task),
+        as_plotted(whole["test_metric"], metric),
         color="#1f4e9c",
         linewidth=3.5,
         marker="s",
         label="whole held-out set",
     )
-    axis.set_ylabel(f"per-cluster {metric_label(task)}")
+    axis.set_ylabel(f"per-cluster {metric_label(metric)}")
     axis.set_title(
-        f"{dataset}: {metric_label(task)} of each cluster "
+        f"{dataset}: {metric_label(metric)} of each cluster "
         f"({selected['algorithm']}, k = {selected['k']}), 95 % CI"
     )
     axis.legend(fontsize="small", ncol=2)
@@ -355,7 +356,7 @@ def figure4(cv, selected, style, dataset) -> Figure:
     return figure
 
 
-def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
+def figure5(cv, fold_cv, correlation, selected, metric, style, dataset) -> Figure:
     """The paper's Figure 5: test metric vs CV, one point per sample size, faint per fold.
 
     The Pearson r and permutation p of every correlation level are printed in a corner.
@@ -370,8 +371,8 @@ def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
         ``correlation.parquet``: ``level, n_points, pearson, pearson_perm_p``.
     selected : dict
         The (algorithm, k) whose CV is plotted.
-    task : {"classification", "regression"}
-        y axis: accuracy, or NRMSE for regression.
+    metric : str
+        y axis: the classification metric, or NRMSE for regression.
     style : dict
         See `new_figure`.
     dataset : str
@@ -387,14 +388,14 @@ def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
     folds = select(fold_cv, selected)
     axis.scatter(
         folds["cv"],
-        as_plotted(folds["test_metric"], task),
+        as_plotted(folds["test_metric"], metric),
         color="grey",
         alpha=0.35,
         s=18,
         label="one fold",
     )
     rows = select(cv, selected).sort_values("n")
-    y = as_plotted(rows["test_metric"], task)
+    y = as_plotted(rows["test_metric"], metric)
     axis.scatter(rows["cv"], y, color="#1f4e9c", s=60, zorder=3, label="one sample size")
     for cv_value, y_value, n in zip(rows["cv"], y, rows["n"], strict=True):
         axis.annotate(
@@ -421,8 +422,8 @@ def figure5(cv, fold_cv, correlation, selected, task, style, dataset) -> Figure:
         bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
     )
     axis.set_xlabel("coefficient of variation of cluster metrics (%)")
-    axis.set_ylabel(metric_label(task))
-    axis.set_title(f"{dataset}: {metric_label(task)} against heterogeneity (CV)")
+    axis.set_ylabel(metric_label(metric))
+    axis.set_title(f"{dataset}: {metric_label(metric)} against heterogeneity (CV)")
     axis.legend(fontsize="small", loc="upper right")
     return figure
 

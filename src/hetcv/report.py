@@ -38,7 +38,7 @@ def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``{table1,table2,cv,metadata}_{csv,md,tex}``.
     params : dict
-        ``dataset``, ``task`` and ``selected`` (``algorithm``, ``k``).
+        ``dataset``, ``task``, ``metric`` and ``selected`` (``algorithm``, ``k``).
     """
     summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs", "metadata"))
     selected = params["selected"]
@@ -56,7 +56,7 @@ def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
         ),
         (
             "cv",
-            tables.cv_table(summary["cv"], selected, params["task"]),
+            tables.cv_table(summary["cv"], selected, params["metric"]),
             "Raw and debiased coefficient of variation of the cluster metrics, with the tests",
         ),
         (
@@ -80,18 +80,20 @@ def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``{fig2,fig3,fig4,fig5,validity,metadata}_{png,pdf}``.
     params : dict
-        ``dataset``, ``task``, ``selected`` and ``style`` (the ``report`` config).
+        ``dataset``, ``task``, ``metric``, ``selected`` and ``style`` (the ``report`` config).
     """
     names = ("cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata")
     summary = read_tables(inputs, names)
-    dataset, task, selected, style = (params[k] for k in ("dataset", "task", "selected", "style"))
+    dataset, metric, selected, style = (
+        params[k] for k in ("dataset", "metric", "selected", "style")
+    )
     clusters, cv = summary["cluster_stats"], summary["cv"]
     made = {
-        "fig2": figures.figure2(clusters, cv, selected, task, style, dataset),
+        "fig2": figures.figure2(clusters, cv, selected, metric, style, dataset),
         "fig3": figures.figure3(clusters, selected, style, dataset),
         "fig4": figures.figure4(cv, selected, style, dataset),
         "fig5": figures.figure5(
-            cv, summary["fold_cv"], summary["correlation"], selected, task, style, dataset
+            cv, summary["fold_cv"], summary["correlation"], selected, metric, style, dataset
         ),
         "validity": figures.figure_validity(summary["validity"], style, dataset),
         "metadata": figures.figure_metadata(summary["metadata"], style, dataset),
@@ -177,14 +179,14 @@ def run_summary_md_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``summary``.
     params : dict
-        ``datasets`` (dataset → task) and ``selected``.
+        ``datasets`` (dataset → metric name) and ``selected``.
     """
     parts = [SUMMARY_INTRODUCTION]
-    for dataset, task in params["datasets"].items():
+    for dataset, metric in params["datasets"].items():
         paths = {table: inputs[f"{dataset}_{table}"] for table in VERDICT_TABLES}
         summary = read_tables(paths, VERDICT_TABLES)
         verdict_tables = (summary[table] for table in VERDICT_TABLES)
-        parts.append(dataset_verdict(dataset, task, *verdict_tables, params["selected"]))
+        parts.append(dataset_verdict(dataset, metric, *verdict_tables, params["selected"]))
     with atomic_path(outputs["summary"]) as path:
         path.write_text("\n".join(parts))
 

@@ -1,9 +1,8 @@
 """Per-cluster metrics, the coefficient of variation and the statistics the paper lacked.
 
-Per-sample scores: ``correct`` (0/1) for classification, ``sq_error`` for regression. A
-cluster's metric is then accuracy = mean(correct), or 1 − NRMSE = 1 − sqrt(mean(sq_error)) /
-normaliser, where the normaliser is taken over the whole dataset's targets so that every
-cluster of a dataset shares one scale.
+The metrics themselves (accuracy, balanced accuracy, AUROC, 1 − NRMSE) are defined in
+:mod:`hetcv.metrics`; ``SCORE_COLUMN`` names the per-sample error column of each task
+(``correct`` or ``sq_error``), which the export carries whatever the metric.
 """
 
 from __future__ import annotations
@@ -14,99 +13,19 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-from hetcv.errors import HetcvError
+from hetcv.metrics import ClusterMetric
 
 SIGNIFICANCE = 0.05
 SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
 PAPER_CV_GUIDELINE = 5.0  # the paper's "CV below 5 %", in %
-METRIC_LABEL = {"classification": "accuracy", "regression": "1 − NRMSE"}
-
-
-def task_normaliser(task: str, targets: np.ndarray | None, kind: str) -> float:
-    """Return the metric's normaliser: 1 for classification, the NRMSE normaliser otherwise.
-
-    Parameters
-    ----------
-    task : {"classification", "regression"}
-        The dataset's task.
-    targets : ndarray of shape (n_samples,) or None
-        Regression targets of the whole dataset; unused (may be None) for classification.
-    kind : {"range", "mean", "std"}
-        NRMSE normaliser; see `nrmse_normaliser`.
-
-    Returns
-    -------
-    normaliser : float
-        1.0 for classification, ``nrmse_normaliser(targets, kind)`` for regression.
-
-    Raises
-    ------
-    HetcvError
-        For regression, if the normaliser of the targets is not positive.
-    """
-    return 1.0 if task == "classification" else nrmse_normaliser(targets, kind)
-
-
-def nrmse_normaliser(targets: np.ndarray, kind: str) -> float:
-    """Return the NRMSE normaliser of a dataset's targets.
-
-    Taken over the whole dataset, so that every cluster of a dataset shares one scale.
-
-    Parameters
-    ----------
-    targets : ndarray of shape (n_samples,)
-        Regression targets of the whole dataset.
-    kind : {"range", "mean", "std"}
-        ``range`` = max − min, ``mean``, or ``std`` (sample sd, ddof=1) of the targets.
-
-    Returns
-    -------
-    normaliser : float
-        The chosen statistic of the targets, > 0.
-
-    Raises
-    ------
-    HetcvError
-        If that statistic is not > 0 (e.g. constant targets).
-    """
-    targets = np.asarray(targets, dtype=np.float64)
-    value = {
-        "range": lambda: targets.max() - targets.min(),
-        "mean": lambda: targets.mean(),
-        "std": lambda: targets.std(ddof=1),
-    }[kind]()
-    if not value > 0:
-        raise HetcvError(f"metric.nrmse_normalizer: {kind} of the targets is {value}, not > 0")
-    return float(value)
-
-
-def metric_from_means(mean_score: np.ndarray, task: str, normaliser: float) -> np.ndarray:
-    """Return the cluster metric from the mean per-sample score (NaN where a cluster is empty).
-
-    Accuracy = mean(correct) for classification, 1 − sqrt(mean(sq_error)) / normaliser for
-    regression.
-
-    Parameters
-    ----------
-    mean_score : ndarray of any shape
-        Mean per-sample score of each cluster (``correct`` or ``sq_error``); NaN if empty.
-    task : {"classification", "regression"}
-        Which metric to compute.
-    normaliser : float
-        NRMSE normaliser of the dataset; ignored for classification.
-
-    Returns
-    -------
-    metric : ndarray of the same shape as ``mean_score``
-        Accuracy or 1 − NRMSE of each cluster.
-    """
-    if task == "classification":
-        return mean_score
-    return 1.0 - np.sqrt(mean_score) / normaliser
 
 
 def cluster_metrics(
-    labels: np.ndarray, score: np.ndarray, k: int, task: str, normaliser: float
+    labels: np.ndarray,
+    score: np.ndarray,
+    k: int,
+    metric: ClusterMetric,
+    classes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the metric and size of each cluster of one partition.
 
@@ -115,26 +34,23 @@ def cluster_metrics(
     labels : ndarray of shape (n_samples,)
         Cluster of each sample, integers in 0..k-1.
     score : ndarray of shape (n_samples,)
-        Per-sample score: ``correct`` (0/1) or ``sq_error``.
+        Per-sample outcome of ``metric`` (:meth:`hetcv.metrics.ClusterMetric.outcome`).
     k : int
         Number of clusters.
-    task : {"classification", "regression"}
-        Which metric to compute; see `metric_from_means`.
-    normaliser : float
-        NRMSE normaliser of the dataset (1.0 for classification).
+    metric : ClusterMetric
+        Which metric to compute.
+    classes : ndarray of shape (n_samples,) or None, default=None
+        Class codes, for balanced accuracy and AUROC.
 
     Returns
     -------
     metric : ndarray of shape (k,)
-        Metric of each cluster; NaN for an empty cluster.
+        Metric of each cluster; NaN where it is undefined (empty; one class for AUROC).
     size : ndarray of shape (k,)
         Number of samples in each cluster, as float.
     """
-    size = np.bincount(labels, minlength=k).astype(np.float64)
-    total = np.bincount(labels, weights=score, minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / size
-    return metric_from_means(mean, task, normaliser), size
+    sums = metric.sums(score, np.ones((1, len(score))), np.eye(k)[labels], classes)[:, 0]
+    return metric.value_and_variance(sums)[0], np.bincount(labels, minlength=k).astype(float)
 
 
 def coefficient_of_variation(metric: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -160,14 +76,15 @@ def permuted_cluster_metrics(
     labels: np.ndarray,
     permuted_score: np.ndarray,
     k: int,
-    task: str,
-    normaliser: float,
+    metric: ClusterMetric,
+    classes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return per-cluster metrics after shuffling the scores across samples.
 
     The permuted scores are computed once and shared by every clustering of the fold. Cluster
     sizes stay those of ``labels``, so this is the metric spread that chance alone gives
-    clusters of these sizes.
+    clusters of these sizes. For balanced accuracy and AUROC the scores must be shuffled
+    within class, since ``classes`` stay where they are.
 
     Parameters
     ----------
@@ -177,21 +94,19 @@ def permuted_cluster_metrics(
         ``score[permutation]`` for each permutation.
     k : int
         Number of clusters.
-    task : {"classification", "regression"}
+    metric : ClusterMetric
         Which metric to compute.
-    normaliser : float
-        NRMSE normaliser (1.0 for classification).
+    classes : ndarray of shape (n_samples,) or None, default=None
+        Class codes, for balanced accuracy and AUROC.
 
     Returns
     -------
     metric : ndarray of shape (n_permutations, k)
-        Metric of each cluster under each permutation; NaN for an empty cluster.
+        Metric of each cluster under each permutation; NaN where undefined.
     """
-    one_hot = np.eye(k)[labels]
-    size = one_hot.sum(axis=0)
-    totals = permuted_score @ one_hot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return metric_from_means(totals / size, task, normaliser)
+    ones = np.ones(permuted_score.shape)
+    sums = metric.sums(permuted_score, ones, np.eye(k)[labels], classes)
+    return metric.value_and_variance(sums)[0]
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:

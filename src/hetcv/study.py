@@ -16,6 +16,7 @@ from pathlib import Path
 from hetcv.config import checked_config
 from hetcv.data import PLANTED_VARIANTS, count_samples
 from hetcv.errors import HetcvError
+from hetcv.metrics import metric_name
 from hetcv.seeding import derive_seed
 from hetcv.splits import resolve_sample_sizes
 
@@ -259,6 +260,11 @@ def _check_clustering(study: Study) -> None:
         raise HetcvError(
             f"clustering.selected.k: {selected['k']} is not in clustering.k {clustering['k']}"
         )
+    if clustering["within"] == "class" and study.config["metric"]["classification"] == "auroc":
+        raise HetcvError(
+            "metric.classification: auroc is undefined in the one-class clusters of "
+            "clustering.within: class; choose accuracy or balanced_accuracy, or within: all"
+        )
     for name in study.datasets:
         task = study.dataset(name)["task"]
         if clustering["within"] == "class" and task != "classification":
@@ -303,10 +309,14 @@ def _job_seed(study: Study, wildcards) -> int:
 
 
 def _metric(study: Study, name: str) -> dict:
-    """The metric slice: the normaliser matters for regression only."""
-    task = study.dataset(name)["task"]
-    normalizer = study.config["metric"]["nrmse_normalizer"] if task == "regression" else None
-    return {"task": task, "nrmse_normalizer": normalizer}
+    """The metric slice: the normaliser matters for regression only, the choice for the rest."""
+    task, config = study.dataset(name)["task"], study.config["metric"]
+    normalizer = config["nrmse_normalizer"] if task == "regression" else None
+    return {
+        "task": task,
+        "metric": metric_name(task, config["classification"]),
+        "nrmse_normalizer": normalizer,
+    }
 
 
 def _dataset_keys(study: Study, w, *keys: str) -> dict:
@@ -397,9 +407,11 @@ def _variants(study: Study, w) -> dict:
 
 
 def _reporting(study: Study, w) -> dict:
+    task = study.dataset(w.dataset)["task"]
     return {
         "dataset": w.dataset,
-        "task": study.dataset(w.dataset)["task"],
+        "task": task,
+        "metric": metric_name(task, study.config["metric"]["classification"]),
         "selected": study.selected,
     }
 
@@ -423,7 +435,10 @@ def _pictures(study: Study, w) -> dict:
 def _summary_md(study: Study, w) -> dict:
     return {
         "selected": study.selected,
-        "datasets": {name: study.dataset(name)["task"] for name in study.datasets},
+        "datasets": {
+            name: metric_name(study.dataset(name)["task"], study.config["metric"]["classification"])
+            for name in study.datasets
+        },
     }
 
 

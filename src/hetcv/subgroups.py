@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from hetcv.metrics import ClusterMetric, dataset_metric
+
 TOP_K = (10, 25)
 
 
@@ -101,8 +103,7 @@ def compare_variants(
     folds: dict[tuple[int, int], pd.DataFrame],
     subgroup: pd.Series,
     *,
-    task: str,
-    normaliser: float,
+    metric: ClusterMetric,
     algorithm: str,
     k: int,
     repeats: int,
@@ -112,8 +113,9 @@ def compare_variants(
 ) -> pd.DataFrame:
     """Subgroup recovery of the plain method and of the within-class / error-aware options.
 
-    Each variant of :data:`VARIANTS` (the within-class ones for classification only) reruns
-    :func:`analyse_fold` on every fold, with the smallest permutation null.
+    Each variant of :data:`VARIANTS` reruns :func:`analyse_fold` on every fold, with the
+    smallest permutation null. The within-class variants need a classification metric that
+    is defined in one-class clusters: accuracy or balanced accuracy, not 1 − NRMSE or AUROC.
 
     Parameters
     ----------
@@ -121,7 +123,7 @@ def compare_variants(
         ``(n, fold)`` → that fold's features table.
     subgroup : Series
         The manifest's ``subgroup``, indexed by ``sample_id``.
-    task, normaliser, algorithm, repeats, pca_components, fcm : see :func:`analyse_fold`
+    metric, algorithm, repeats, pca_components, fcm : see :func:`analyse_fold`
     k : int
         The number of clusters; with ``within_class`` the clustering has ``k`` per class.
     seed : int
@@ -139,15 +141,14 @@ def compare_variants(
     variants = {
         name: options
         for name, options in VARIANTS.items()
-        if task == "classification" or options["within"] == "all"
+        if metric.name in ("accuracy", "balanced_accuracy") or options["within"] == "all"
     }
     rows = []
     for name, options in variants.items():
         for (n, fold), table in sorted(folds.items()):
             result = analyse_fold(
                 table,
-                task=task,
-                normaliser=normaliser,
+                metric=metric,
                 algorithm=algorithm,
                 k=[k],
                 repeats=repeats,
@@ -246,21 +247,19 @@ def run_variants_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``variants`` (Parquet path).
     params : dict
-        ``task``, ``nrmse_normalizer`` and ``variants``, the keyword arguments of
-        :func:`compare_variants` after ``task`` and ``normaliser``.
+        ``metric``, ``nrmse_normalizer`` and ``variants``, the keyword arguments of
+        :func:`compare_variants` after ``metric``.
     """
     from hetcv.io import write_parquet
-    from hetcv.stats import task_normaliser
 
-    task = params["task"]
     table = pd.read_parquet(inputs["manifest"])
-    normaliser = task_normaliser(task, table["target"].to_numpy(), params["nrmse_normalizer"])
+    metric = dataset_metric(
+        params["metric"], table["target"].to_numpy(), params["nrmse_normalizer"]
+    )
     folds = {}
     for path in inputs["features"]:
         fold_table = pd.read_parquet(path)
         folds[(int(fold_table["n"].iloc[0]), int(fold_table["fold"].iloc[0]))] = fold_table
     subgroup = table.set_index("sample_id")["subgroup"]
-    compared = compare_variants(
-        folds, subgroup, task=task, normaliser=normaliser, **params["variants"]
-    )
+    compared = compare_variants(folds, subgroup, metric=metric, **params["variants"])
     write_parquet(compared, outputs["variants"])

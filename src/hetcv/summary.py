@@ -14,13 +14,14 @@ statistics come from ``hetcv.heterogeneity`` (one place for each):
   have under the permutation null (Figure 2).
 
 Every other (algorithm, k) is exploration: its CV and the permutation null computed by the
-cluster jobs are reported without a significance flag. Per-cluster metrics of the
-exploration carry Wilson intervals on the pooled counts (classification).
+cluster jobs are reported without a significance flag. Per-cluster accuracies of the
+exploration carry Wilson intervals on the pooled counts (other metrics: none).
 
 Empty clusters are counted, never averaged in silently: a cluster's ``empty_runs`` of its
 ``runs`` (fold × repeat) had no sample, and its metric and distances average the others (NaN
 when it is empty in every run); ``runs_with_empty_cluster`` counts the runs whose CV is over
-fewer than k clusters.
+fewer than k clusters. A cluster whose metric is undefined though it has samples (AUROC over
+one class) is counted the same way, in ``undefined_runs``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import logging
 import numpy as np
 import pandas as pd
 
-from hetcv.analysis import sample_scores
 from hetcv.columns import feature_columns
 from hetcv.heterogeneity import (
     FoldPartitions,
@@ -44,14 +44,9 @@ from hetcv.heterogeneity import (
     permutation_null,
     weakest_cluster,
 )
+from hetcv.metrics import ClusterMetric, dataset_metric
 from hetcv.seeding import derive_seed
-from hetcv.stats import (
-    SIGNIFICANCE,
-    correlation,
-    permutation_p_value,
-    task_normaliser,
-    wilson_interval,
-)
+from hetcv.stats import SIGNIFICANCE, correlation, permutation_p_value, wilson_interval
 
 CLUSTERING = ["algorithm", "k", "n"]
 
@@ -65,15 +60,15 @@ def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
     ----------
     runs : DataFrame
         The cluster rule's run rows of every (n, fold, algorithm): ``algorithm, k, n, fold,
-        fold_metric, cv, null_cv, empty_clusters, p_value``.
+        fold_metric, cv, null_cv, empty_clusters, undefined_clusters, p_value``.
 
     Returns
     -------
     DataFrame
         ``algorithm, k, n, role`` (``exploratory``), ``test_metric, test_metric_sd, cv, cv_sd,
-        runs_with_empty_cluster`` and the exploratory null of the averaged CV: its mean
-        ``null_cv``, 95th percentile ``null_cv_q95``, ``excess_cv`` and ``p_value`` (NaN if
-        a run has none); no significance flag.
+        runs_with_empty_cluster, runs_with_undefined_cluster`` and the exploratory null of the
+        averaged CV: its mean ``null_cv``, 95th percentile ``null_cv_q95``, ``excess_cv`` and
+        ``p_value`` (NaN if a run has none); no significance flag.
     """
     rows = []
     for (algorithm, k, n), group in runs.groupby(CLUSTERING, sort=True):
@@ -92,6 +87,7 @@ def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "cv": cv,
                 "cv_sd": group["cv"].std(ddof=1),
                 "runs_with_empty_cluster": int((group["empty_clusters"] > 0).sum()),
+                "runs_with_undefined_cluster": int((group["undefined_clusters"] > 0).sum()),
                 "null_cv": float(np.nanmean(null_of_mean)),
                 "null_cv_q95": float(np.nanpercentile(null_of_mean, 95)),
                 "excess_cv": excess_cv(cv, null_of_mean),
@@ -105,23 +101,23 @@ def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
+def cluster_summary(clusters: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (algorithm, k, n, cluster): size %, metric (mean, sd, Wilson CI), Table 2 distances.
 
     Parameters
     ----------
     clusters : DataFrame
         The cluster rule's per-cluster rows (``cluster_stats``) of every (n, fold, algorithm).
-    task : {"classification", "regression"}
-        Wilson intervals on the pooled counts for classification only.
+    metric : str
+        The metric's name; Wilson intervals on the pooled counts for accuracy only.
 
     Returns
     -------
     DataFrame
-        ``algorithm, k, n, cluster, size, size_pct, runs, empty_runs, size_pct_sd, metric,
-        metric_sd``, the four ``dist_*`` means, ``ci_low, ci_high, ci_method`` (empty for
-        regression) and ``null_band_low, null_band_high`` (NaN: :func:`summarize_selected`
-        fills in the selected clustering's).
+        ``algorithm, k, n, cluster, size, size_pct, runs, empty_runs, undefined_runs,
+        single_class_runs, size_pct_sd, metric, metric_sd``, the four ``dist_*`` means,
+        ``ci_low, ci_high, ci_method`` (empty but for accuracy) and ``null_band_low,
+        null_band_high`` (NaN: :func:`summarize_selected` fills in the selected clustering's).
     """
     keys = [*CLUSTERING, "cluster"]
     grouped = clusters.groupby(keys, sort=True)
@@ -130,6 +126,8 @@ def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
         size_pct=("size_pct", "mean"),
         runs=("empty", "size"),
         empty_runs=("empty", "sum"),
+        undefined_runs=("undefined", "sum"),
+        single_class_runs=("classes_present", lambda present: int((present == 1).sum())),
         size_pct_sd=("size_pct", "std"),
         metric=("metric", "mean"),
         metric_sd=("metric", "std"),
@@ -140,7 +138,7 @@ def cluster_summary(clusters: pd.DataFrame, task: str) -> pd.DataFrame:
     ).reset_index()
     table["ci_low"], table["ci_high"], table["ci_method"] = np.nan, np.nan, ""
     table["null_band_low"], table["null_band_high"] = np.nan, np.nan  # selected clustering
-    if task == "classification":
+    if metric == "accuracy":
         # Pooled over folds, averaged over repeats: the counts one repeat sees in all folds.
         pooled = (
             clusters.groupby([*keys, "repeat"])
@@ -229,7 +227,7 @@ def fold_cv(runs: pd.DataFrame) -> pd.DataFrame:
 def fold_partitions(
     assignments: pd.DataFrame,
     features: pd.DataFrame,
-    task: str,
+    metric: ClusterMetric,
     within: str,
     temperature: float | None,
 ) -> FoldPartitions:
@@ -240,12 +238,13 @@ def fold_partitions(
     assignments : DataFrame
         ``repeat, sample_id, cluster`` of one (algorithm, k, n, fold).
     features : DataFrame
-        That fold's ``features.parquet`` rows: ``sample_id, target``, the score column and,
-        for classification, the ``probability_*`` columns.
-    task : {"classification", "regression"}
-        Picks the score; classification also gets the calibrated ``p_correct``.
+        That fold's ``features.parquet`` rows: ``sample_id, target``, the outcome column and,
+        for classification, ``correct`` and the ``probability_*`` columns.
+    metric : ClusterMetric
+        Picks the outcome; classification also gets the calibrated ``p_correct``.
     within : {"all", "class"}
-        With ``"class"``, ``target`` becomes the groups that permutations stay within.
+        With ``"class"``, ``target`` becomes the groups that permutations stay within; so it
+        does for balanced accuracy and AUROC, whose classes stay with their samples.
     temperature : float or None
         The fold's temperature for the calibrated probability of being right
         (classification; None for regression and for a single fold, which gets no
@@ -258,14 +257,19 @@ def fold_partitions(
     """
     labels = assignments.pivot(index="repeat", columns="sample_id", values="cluster")
     labels = labels[features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
+    classification = metric.name != "nrmse"
     p_correct = None
-    if task == "classification" and temperature is not None:
+    if classification and temperature is not None:
         p_correct = calibrated_p_correct(log_probabilities(features), temperature)
+    score, classes = metric.outcome(features)
+    within_class = within == "class" or metric.uses_classes
     return FoldPartitions(
-        score=sample_scores(features, task),
+        score=score,
         labels=labels,
-        groups=features["target"].to_numpy() if within == "class" else None,
+        groups=features["target"].to_numpy() if within_class else None,
         p_correct=p_correct,
+        classes=classes,
+        correct=features["correct"].to_numpy(dtype=np.float64) if classification else None,
     )
 
 
@@ -504,10 +508,8 @@ def summarize_selected(
     cluster_table: pd.DataFrame,
     chosen: pd.DataFrame,
     features: pd.DataFrame,
-    classes: np.ndarray,
     *,
-    task: str,
-    normaliser: float,
+    metric: ClusterMetric,
     selected: dict,
     within: str,
     error_aware: bool,
@@ -524,11 +526,11 @@ def summarize_selected(
     chosen : DataFrame
         The selected clustering's assignments (every n, fold, repeat).
     features : DataFrame
-        Every held-out row: ``n, fold, sample_id, target``, the score column and, for
-        classification, the ``probability_*`` columns.
-    classes : ndarray of shape (n_classes,)
-        The dataset's sorted classes (empty for regression).
-    task, normaliser, selected, within, error_aware, bootstrap, null_permutations, seed
+        Every held-out row: ``n, fold, sample_id, target``, the outcome column and, for
+        classification, ``correct`` and the ``probability_*`` columns.
+    metric : ClusterMetric
+        The dataset's metric (:func:`hetcv.metrics.dataset_metric`), with its classes.
+    selected, within, error_aware, bootstrap, null_permutations, seed
         As in the summarize rule's params; see :func:`selected_statistics`.
 
     Returns
@@ -540,13 +542,13 @@ def summarize_selected(
     for n, at_n in chosen.groupby("n", sort=True):
         rows_n = features[features["n"] == n]
         temperatures = {}
-        if task == "classification" and rows_n["fold"].nunique() > 1:
-            temperatures = fold_temperatures(rows_n, classes)
+        if metric.name != "nrmse" and rows_n["fold"].nunique() > 1:
+            temperatures = fold_temperatures(rows_n, np.asarray(metric.classes))
         folds = [
             fold_partitions(
                 at_n[at_n["fold"] == fold],
                 rows_n[rows_n["fold"] == fold],
-                task,
+                metric,
                 within,
                 temperatures.get(fold),
             )
@@ -554,7 +556,13 @@ def summarize_selected(
         ]
         at = selected_rows(cluster_table, selected) & (cluster_table["n"] == n)
         n_clusters = int(cluster_table.loc[at, "cluster"].max()) + 1  # k, or k × classes
-        sample = SampleSize(folds=folds, k=n_clusters, task=task, normaliser=normaliser)
+        sample = SampleSize(
+            folds=folds,
+            k=n_clusters,
+            task="regression" if metric.name == "nrmse" else "classification",
+            normaliser=metric.normaliser,
+            metric=None if metric.name == "nrmse" else metric.name,
+        )
         row, per_cluster = selected_statistics(
             sample,
             error_aware=error_aware,
@@ -586,7 +594,7 @@ def summarize(
     features: pd.DataFrame,
     manifest: pd.DataFrame,
     *,
-    task: str,
+    metric: str,
     nrmse_normalizer: str | None,
     selected: dict,
     metadata_columns: list[str],
@@ -604,8 +612,9 @@ def summarize(
         Every fold's held-out rows (the feature columns may be left out).
     manifest : DataFrame
         The dataset's manifest (``sample_id``, ``target``, ``subgroup`` when known).
-    task, nrmse_normalizer, selected
-        The metric and the selected clustering (``algorithm``, ``k``).
+    metric, nrmse_normalizer, selected
+        The metric's name (:data:`hetcv.metrics.METRICS`), its normaliser's kind, and the
+        selected clustering (``algorithm``, ``k``).
     metadata_columns : list of str
         The source's metadata columns, profiled per consensus cluster (may be empty).
     **statistics
@@ -624,16 +633,13 @@ def summarize(
     from hetcv.profiles import metadata_profiles
     from hetcv.subgroups import recovery_by_size
 
-    targets = manifest["target"].to_numpy()
     chosen = chosen[chosen["k"] == selected["k"]]
     cv, cluster_table = summarize_selected(
         cv_summary(runs),
-        cluster_summary(cluster_stats, task),
+        cluster_summary(cluster_stats, metric),
         chosen,
         features,
-        np.unique(targets) if task == "classification" else np.array([]),
-        task=task,
-        normaliser=task_normaliser(task, targets, nrmse_normalizer),
+        metric=dataset_metric(metric, manifest["target"].to_numpy(), nrmse_normalizer),
         selected=selected,
         **statistics,
     )
@@ -673,7 +679,7 @@ def run_summarize_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         One Parquet path per table that :func:`summarize` returns.
     params : dict
-        ``task``, ``nrmse_normalizer``, ``metadata_columns`` and ``summary``, the rest of
+        ``metric``, ``nrmse_normalizer``, ``metadata_columns`` and ``summary``, the rest of
         :func:`summarize`'s keyword arguments.
     """
     from hetcv.io import write_parquet
@@ -686,7 +692,7 @@ def run_summarize_job(inputs: dict, outputs: dict, params: dict) -> None:
         read_all(inputs["selected_assignments"]),
         held_out.drop(columns=feature_columns(held_out.columns)),
         pd.read_parquet(inputs["manifest"]),
-        task=params["task"],
+        metric=params["metric"],
         nrmse_normalizer=params["nrmse_normalizer"],
         metadata_columns=params["metadata_columns"],
         **params["summary"],

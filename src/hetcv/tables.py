@@ -11,7 +11,8 @@ import pandas as pd
 
 from hetcv.columns import P_VALUE_COLUMNS
 from hetcv.io import atomic_path
-from hetcv.stats import METRIC_LABEL, SIGNIFICANCE
+from hetcv.metrics import LABEL
+from hetcv.stats import SIGNIFICANCE
 
 
 def select(summary: pd.DataFrame, selected: dict) -> pd.DataFrame:
@@ -147,7 +148,7 @@ def heterogeneity_reading(row: pd.Series) -> str:
     return reading
 
 
-def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
+def cv_table(cv: pd.DataFrame, selected: dict, metric: str) -> pd.DataFrame:
     """The CV table: one row per sample size of the selected clustering.
 
     Columns: the test metric, the paper's raw CV and the debiased CV with their 95 % CIs, I²,
@@ -162,8 +163,9 @@ def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
         ``cv.parquet`` of one dataset, holding every column of `CV_COLUMNS`.
     selected : dict
         The reported (algorithm, k); only its rows carry the CIs and tests.
-    task : {"classification", "regression"}
-        Names the metric column (``test accuracy`` or ``test 1 − NRMSE``).
+    metric : str
+        The metric's name (:data:`hetcv.metrics.METRICS`); names the metric column (``test
+        accuracy``, ``test AUROC`` …).
 
     Returns
     -------
@@ -173,7 +175,7 @@ def cv_table(cv: pd.DataFrame, selected: dict, task: str) -> pd.DataFrame:
     rows = select(cv, selected).sort_values("n")
     table = rows[["n", *CV_COLUMNS]].reset_index(drop=True)
     table["reading"] = [heterogeneity_reading(row) for _, row in rows.iterrows()]
-    return table.rename(columns={"test_metric": f"test {METRIC_LABEL[task]}"})
+    return table.rename(columns={"test_metric": f"test {LABEL[metric]}"})
 
 
 def metadata_table(profile: pd.DataFrame) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from hetcv.columns import NULL_SETTING, P_VALUE_COLUMNS
 from hetcv.heterogeneity import FoldPartitions, SampleSize, excess_cv, permutation_null
+from hetcv.metrics import ClusterMetric
 from hetcv.seeding import derive_seed
 from hetcv.stats import SIGNIFICANCE, cluster_metrics
 from hetcv.subgroups import recovery
@@ -132,7 +133,7 @@ def random_partition_ranking(
         ``in_worst`` plus uniform noise in [0, 0.5): members first, in random order.
     """
     shuffled = rng.permutation(labels)
-    metric, _ = cluster_metrics(shuffled, correct, k, "classification", 1.0)
+    metric, _ = cluster_metrics(shuffled, correct, k, ClusterMetric("accuracy"))
     in_worst = shuffled == int(np.nanargmin(metric))
     return in_worst, in_worst + 0.5 * rng.random(len(labels))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hetcv.metrics import LABEL
 from hetcv.profiles import over_represented
-from hetcv.stats import METRIC_LABEL, PAPER_CV_GUIDELINE
+from hetcv.stats import PAPER_CV_GUIDELINE
 from hetcv.tables import heterogeneity_reading, select
 
 CORRELATION_LEVELS = {
@@ -105,7 +106,7 @@ def correlation_line(row: pd.Series, metric: str) -> str:
 
 def dataset_verdict(
     dataset: str,
-    task: str,
+    metric: str,
     cv: pd.DataFrame,
     clusters: pd.DataFrame,
     correlation: pd.DataFrame,
@@ -123,8 +124,8 @@ def dataset_verdict(
     ----------
     dataset : str
         Name of the dataset, used as the heading.
-    task : {"classification", "regression"}
-        Decides the metric's label.
+    metric : str
+        The metric's name (:data:`hetcv.metrics.METRICS`), for its label.
     cv : pandas.DataFrame
         Per-(algorithm, k, n) summary: CVs with CIs, I², Holm p-values, weakest cluster.
     clusters : pandas.DataFrame
@@ -143,7 +144,7 @@ def dataset_verdict(
     section : str
         Markdown text, ending with a blank line.
     """
-    metric = METRIC_LABEL[task]
+    metric = LABEL[metric]
     rows = select(cv, selected).sort_values("n")
     lines = [
         f"## {dataset}",
@@ -179,6 +180,18 @@ def dataset_verdict(
             f"- At n = {row.n}, cluster {row.cluster} was empty (no sample's highest "
             f"membership) in {row.empty_runs} of {row.runs} fold × repeat runs; its metric "
             "averages the other runs, and those runs' CV is over the remaining clusters."
+        )
+    for row in select(clusters, selected).query("undefined_runs > 0").itertuples():
+        lines.append(
+            f"- At n = {row.n}, cluster {row.cluster} held one class only in "
+            f"{row.undefined_runs} of {row.runs} fold × repeat runs, where its {metric} is "
+            "undefined; those runs' CV is over the remaining clusters."
+        )
+    one_class = select(clusters, selected).query("single_class_runs > 0 and undefined_runs == 0")
+    if metric == LABEL["balanced_accuracy"] and len(one_class):
+        lines.append(
+            f"- {len(one_class)} cluster × sample-size cells held one class only in some runs; "
+            "a balanced accuracy there is that class's recall."
         )
     weakest = interval(
         largest["weakest_metric"], largest["weakest_ci_low"], largest["weakest_ci_high"], 3

@@ -16,6 +16,7 @@ from hetcv.cluster import (
     silhouette,
 )
 from hetcv.columns import FEATURE_COLUMNS
+from hetcv.metrics import ClusterMetric
 
 FCM = {"m": 2.0, "error": 1e-6, "maxiter": 500}
 
@@ -87,7 +88,9 @@ def test_canonical_labels_put_the_best_cluster_first_and_break_ties_by_size():
 def test_aligned_runs_do_not_depend_on_label_permutation():
     points, _ = make_blobs(n_samples=120, centers=3, n_features=4, random_state=1)
     score = (points[:, 0] > 0).astype(float)
-    runs = aligned_runs(points, None, score, "kmeans", 3, 4, FCM, 7, "classification", 1.0)
+    runs = aligned_runs(
+        points, None, (score, None), "kmeans", 3, 4, FCM, 7, ClusterMetric("accuracy")
+    )
     for run in runs[1:]:
         assert adjusted_rand_score(runs[0].labels, run.labels) > 0.99
         assert np.array_equal(runs[0].labels, run.labels)
@@ -153,8 +156,7 @@ def synthetic_features(n=80, seed=0):
 def test_fold_analysis_tables_are_consistent():
     result = analyse_fold(
         synthetic_features(),
-        task="classification",
-        normaliser=1.0,
+        metric=ClusterMetric("accuracy"),
         algorithm="fcm",
         k=[2, 3],
         repeats=3,
@@ -185,8 +187,7 @@ def test_fold_analysis_tables_are_consistent():
 def test_clusters_built_from_the_loss_get_no_p_value():
     result = analyse_fold(
         synthetic_features(),
-        task="classification",
-        normaliser=1.0,
+        metric=ClusterMetric("accuracy"),
         algorithm="kmeans",
         k=[2],
         repeats=2,
@@ -212,8 +213,7 @@ def test_within_class_null_keeps_the_accuracy_gap_between_classes():
     features["correct"] = (target == 0) | (np.arange(120) % 4 == 1)
     result = analyse_fold(
         features,
-        task="classification",
-        normaliser=1.0,
+        metric=ClusterMetric("accuracy"),
         algorithm="kmeans",
         k=[2],
         repeats=1,

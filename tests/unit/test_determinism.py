@@ -6,7 +6,10 @@ from hetcv.io import write_parquet
 
 def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
     features = tmp_path / "features.parquet"
-    write_parquet(synthetic_features(n=60, seed=4), features)
+    table = synthetic_features(n=60, seed=4)
+    write_parquet(table, features)
+    manifest = tmp_path / "manifest.parquet"
+    write_parquet(table[["sample_id", "target"]], manifest)
     clustering = dict(
         algorithm="gmm",
         k=[2, 3],
@@ -24,10 +27,11 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
             for name in ("assignments", "cluster_stats", "pairs", "runs")
         }
         run_cluster_job(
-            {"features": str(features), "manifest": "unused"},
+            {"features": str(features), "manifest": str(manifest)},
             {name: str(path) for name, path in paths.items()},
             {
                 "task": "classification",
+                "metric": "accuracy",
                 "nrmse_normalizer": None,
                 "n": 60,
                 "fold": 0,

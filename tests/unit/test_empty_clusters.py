@@ -11,6 +11,7 @@ import hetcv.analysis
 from hetcv.analysis import analyse_fold
 from hetcv.cluster import Partition
 from hetcv.figures import figure2
+from hetcv.metrics import ClusterMetric
 from hetcv.summary import cluster_summary, cv_summary, summarize_selected
 from hetcv.tables import table2
 from hetcv.verdict import dataset_verdict
@@ -34,8 +35,7 @@ def empty_fold(monkeypatch, caplog):
     features = synthetic_features(n=60)
     result = analyse_fold(
         features,
-        task="classification",
-        normaliser=1.0,
+        metric=ClusterMetric("accuracy"),
         algorithm="fcm",
         k=[3],
         repeats=2,
@@ -87,16 +87,14 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
     filled = (clusters["n"] == 300) & (clusters["cluster"] == 2) & (clusters["repeat"] == 1)
     filled &= clusters["fold"] == 0
     clusters.loc[filled, ["size", "score_sum", "metric", "empty"]] = [6, 3.0, 0.5, False]
-    summary = cluster_summary(clusters, "classification")
+    summary = cluster_summary(clusters, "accuracy")
     cv = cv_summary(pd.concat(runs))
     cv, summary = summarize_selected(
         cv,
         summary,
         pd.concat(assignments),
         pd.concat(held_out),
-        np.array([0, 1]),
-        task="classification",
-        normaliser=1.0,
+        metric=ClusterMetric("accuracy", classes=(0, 1)),
         selected=SELECTED,
         within="all",
         error_aware=False,
@@ -116,12 +114,12 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
     )
     assert (cv["cv_ci_low"] <= cv["cv"]).all() and (cv["cv"] <= cv["cv_ci_high"]).all()
 
-    figure = figure2(summary, cv, SELECTED, "classification", STYLE, "demo")
+    figure = figure2(summary, cv, SELECTED, "accuracy", STYLE, "demo")
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert "cluster 2 (empty at n = 100)" in labels
     correlation = pd.DataFrame({"level": ["sample_size"], "n_points": [2], "pearson": [np.nan]})
     text = dataset_verdict(
-        "demo", "classification", cv, summary, correlation, pd.DataFrame(), pd.DataFrame(), SELECTED
+        "demo", "accuracy", cv, summary, correlation, pd.DataFrame(), pd.DataFrame(), SELECTED
     )
     assert "At n = 100, cluster 2 was empty (no sample's highest membership) in 4 of 4" in text
     assert "At n = 300, cluster 2 was empty (no sample's highest membership) in 3 of 4" in text

@@ -59,7 +59,7 @@ def test_run_metrics_follow_the_paper(task):
     assert result.metric.shape == (2, 3, 3)
     for f, fold in enumerate(sample.folds):
         for r in range(3):
-            metric, size = cluster_metrics(fold.labels[r], fold.score, 3, task, sample.normaliser)
+            metric, size = cluster_metrics(fold.labels[r], fold.score, 3, sample.cluster_metric)
             assert result.metric[f, r] == pytest.approx(metric)
             assert result.size[f, r] == pytest.approx(size)
             assert result.cv[f, r] == pytest.approx(coefficient_of_variation(metric))
@@ -95,9 +95,7 @@ def reference_bootstrap(sample: SampleSize, n_boot: int, seed: int) -> dict[str,
             score = fold.score[rows[b]]
             for labels in fold.labels:
                 labels = labels[rows[b]]
-                metric, size = cluster_metrics(
-                    labels, score, sample.k, sample.task, sample.normaliser
-                )
+                metric, size = cluster_metrics(labels, score, sample.k, sample.cluster_metric)
                 metrics.append(metric)
                 if np.any(size == 0):  # a resample emptied a cluster: the run has no statistic
                     cvs.append(np.nan), spreads.append(np.nan), levels.append(np.nan)

@@ -5,11 +5,11 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.cluster import KMeans
 
+from hetcv.metrics import ClusterMetric, nrmse_normaliser
 from hetcv.stats import (
     cluster_metrics,
     coefficient_of_variation,
     correlation,
-    nrmse_normaliser,
     pearson_rows,
     permutation_p_value,
     permutations_within,
@@ -29,11 +29,13 @@ def test_cv_is_sample_sd_over_mean_in_percent():
 
 def test_cluster_metrics_accuracy_and_one_minus_nrmse():
     labels = np.array([0, 0, 1, 1, 1])
-    metric, size = cluster_metrics(labels, np.array([1, 0, 1, 1, 1.0]), 3, "classification", 1)
+    metric, size = cluster_metrics(
+        labels, np.array([1, 0, 1, 1, 1.0]), 3, ClusterMetric("accuracy")
+    )
     assert list(size) == [2, 3, 0]
     assert metric[:2] == pytest.approx([0.5, 1.0]) and np.isnan(metric[2])
     sq_error = np.array([4.0, 0.0, 1.0, 1.0, 1.0])
-    metric, _ = cluster_metrics(labels, sq_error, 2, "regression", 10.0)
+    metric, _ = cluster_metrics(labels, sq_error, 2, ClusterMetric("nrmse", 10.0))
     assert metric == pytest.approx([1 - np.sqrt(2) / 10, 1 - 1 / 10])
 
 
@@ -60,7 +62,7 @@ def test_permuted_metrics_keep_sizes_and_the_overall_mean():
     labels = np.repeat([0, 1, 2], [10, 20, 30])
     score = (rng.random(60) < 0.7).astype(float)
     permutations = np.array([rng.permutation(60) for _ in range(50)])
-    metric = permuted_cluster_metrics(labels, score[permutations], 3, "classification", 1.0)
+    metric = permuted_cluster_metrics(labels, score[permutations], 3, ClusterMetric("accuracy"))
     assert metric.shape == (50, 3)
     sizes = np.array([10, 20, 30])
     assert np.allclose(metric @ sizes, score.sum())
@@ -139,10 +141,10 @@ def test_null_calibration_without_heterogeneity():
         points = rng.normal(size=(100, 10))
         correct = (rng.random(100) < 0.8).astype(float)
         labels = KMeans(4, n_init=1, random_state=seed).fit_predict(points)
-        metric, _ = cluster_metrics(labels, correct, 4, "classification", 1.0)
+        metric, _ = cluster_metrics(labels, correct, 4, ClusterMetric("accuracy"))
         permutations = rng.permuted(np.tile(np.arange(100), (199, 1)), axis=1)
         null = coefficient_of_variation(
-            permuted_cluster_metrics(labels, correct[permutations], 4, "classification", 1.0),
+            permuted_cluster_metrics(labels, correct[permutations], 4, ClusterMetric("accuracy")),
             axis=1,
         )
         cv = coefficient_of_variation(metric)

@@ -58,6 +58,18 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
             "datasets.digitvalue.task is regression",
         ),
         (
+            lambda s: (
+                s["clustering"].update(within="class")
+                or s.setdefault("metric", {}).update(classification="auroc")
+            ),
+            "metric.classification: auroc is undefined in the one-class clusters of "
+            "clustering.within: class",
+        ),
+        (
+            lambda s: s.setdefault("metric", {}).update(classification="f1"),
+            "config key metric.classification: 'f1' is not one of",
+        ),
+        (
             lambda s: s["clustering"].update(k=[2, 3, 4, 50]),
             "clustering.k: k=50 is not smaller than the smallest held-out fold of "
             "datasets.digitvalue (50 samples at n=100)",
@@ -138,12 +150,24 @@ def test_params_hold_the_slice_that_changes_a_result():
         "repeats": lambda s: s["clustering"].update(repeats=5),
         "style": lambda s: s.setdefault("report", {}).update(dpi=72),
         "bootstrap": lambda s: s["clustering"].update(bootstrap=300),
+        "metric": lambda s: s.setdefault("metric", {}).update(classification="auroc"),
     }
     touched = {
         "epochs": {"train"},
         "repeats": {"cluster", "subgroup_variants"},
         "style": {"figures", "subgroup_heatmap", "cluster_pictures", "validation_figure"},
         "bootstrap": {"summarize"},
+        # The metric changes every result from clustering on, never training.
+        "metric": {
+            "cluster",
+            "summarize",
+            "subgroup_variants",
+            "tables",
+            "figures",
+            "summary_md",
+            "subgroup_heatmap",
+            "cluster_pictures",
+        },
     }
     # The benchmark and the features-table import do not apply to the demo's image datasets.
     study_rules = [rule for rule in PARAMS if rule not in ("validation", "import_features")]

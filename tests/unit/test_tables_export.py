@@ -83,7 +83,7 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
             "runs_with_empty_cluster": [0, 3, 0],
         }
     )
-    table = cv_table(pd.concat([cv, cv.assign(algorithm="gmm")]), SELECTED, "classification")
+    table = cv_table(pd.concat([cv, cv.assign(algorithm="gmm")]), SELECTED, "accuracy")
     assert list(table.columns) == ["n", "test accuracy", *CV_COLUMNS[1:], "reading"]
     assert list(table["n"]) == [50, 100, 300]
     assert list(table["test accuracy"]) == [0.7, 0.8, 0.9]

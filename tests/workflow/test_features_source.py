@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_workdir, snakemake, write_config
+from sklearn.metrics import roc_auc_score
 
 WIDTH = 24
 SIZES = (120, 240)
@@ -124,6 +125,36 @@ def test_the_weak_cluster_is_profiled_by_its_metadata(features_run):
     table = pd.read_csv(workdir / "results/tables/mine_metadata.csv")
     assert {"share %", "overall %", "lift", "p (Holm)"} <= set(table.columns)
     assert (workdir / "results/figures/mine_metadata.png").stat().st_size > 10_000
+
+
+def test_choosing_auroc_reclusters_and_reports_each_clusters_auroc(features_run):
+    # Runs last on this study: it re-runs it with metric.classification: auroc.
+    workdir, _ = features_run
+    study = features_study(workdir.parent / "embeddings.parquet")
+    study["metric"] = {"classification": "auroc"}
+    config = write_config(workdir / "mine_auroc.yaml", study)
+    result = snakemake(workdir, "--configfile", str(config))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    # The metric is a cluster param: clustering and everything after re-runs, not the import.
+    assert "rule cluster:" in log and "rule fold_features:" not in log
+    fold = workdir / "results/mine/n240/fold1"
+    held_out = pd.read_parquet(fold / "features.parquet").set_index("sample_id")
+    stats = pd.read_parquet(fold / "cluster_stats_fcm.parquet")
+    assignments = pd.read_parquet(fold / "assignments_fcm.parquet")
+    for (k, repeat, cluster), members in assignments.groupby(["k", "repeat", "cluster"]):
+        rows = held_out.loc[members["sample_id"]]
+        by_hand = roc_auc_score(rows["target"] == rows["target"].max(), rows["probability_1"])
+        at = (stats["k"] == k) & (stats["repeat"] == repeat) & (stats["cluster"] == cluster)
+        assert stats.loc[at, "metric"].item() == pytest.approx(by_hand)
+    cv = pd.read_parquet(workdir / "results/mine/summary/cv.parquet")
+    selected = cv[(cv["algorithm"] == "fcm") & (cv["k"] == 3)].set_index("n")
+    # Blob 2's AUROC is about 0.6 against 0.95: the test still finds it at n = 240 (at 120,
+    # clusters of about 13 samples a fold, split in halves for the weakest, are too few).
+    assert selected.loc[240, "p_holm"] < 0.05
+    assert selected.loc[240, "weakest_metric"] < selected.loc[240, "test_metric"] - 0.1
+    assert "test AUROC" in pd.read_csv(workdir / "results/tables/mine_cv.csv").columns
+    assert "metric: AUROC" in (workdir / "results/summary.md").read_text()
 
 
 def test_a_fold_too_small_for_k_stops_before_any_job(tmp_path):
