@@ -30,5 +30,7 @@ SUMMARY_TABLES = (
     "subgroups",
     "metadata",
 )
+# The summary tables that results/summary.md reads, per dataset.
+VERDICT_TABLES = ("cv", "cluster_stats", "correlation", "subgroups", "metadata", "planning")
 # The tests' p-values, raw and Holm-adjusted: the permutation test and the calibrated one.
 P_VALUE_COLUMNS = ["p_value", "p_holm", "p_calibrated", "p_holm_calibrated"]

@@ -785,3 +785,65 @@ def figure_metadata(profile: pd.DataFrame, style: dict, dataset: str) -> Figure:
     figure.suptitle(f"{dataset}: what each cluster holds at n = {largest['n'].iloc[0]}")
     figure.tight_layout()
     return figure
+
+
+PLANNED_COLUMN = {"raw_cv": "cv", "debiased_cv": "debiased_cv", "test_metric": "test_metric"}
+
+
+def figure_planning(
+    planning: pd.DataFrame,
+    fold_cv: pd.DataFrame,
+    selected: dict,
+    metric: str,
+    style: dict,
+    dataset: str,
+) -> Figure:
+    """Learning curves: fold-level points, fitted law with its band, the target and n*.
+
+    Parameters
+    ----------
+    planning : DataFrame
+        ``planning.parquet`` (:func:`hetcv.planning.planning_table`), with its curve lists.
+    fold_cv : DataFrame
+        ``fold_cv.parquet``: the fold-level points.
+    selected : dict
+        The selected clustering, whose points are drawn.
+    metric : str
+        The metric's name, for the metric panel's label.
+    style : dict
+        Panel size and palette; see `new_figure`.
+    dataset : str
+        Named in the suptitle.
+
+    Returns
+    -------
+    figure : Figure
+        One panel per planned quantity (both CVs together), log-scaled n.
+    """
+    points = select(fold_cv, selected)
+    panels = [["raw_cv", "debiased_cv"]]
+    if "test_metric" in set(planning["quantity"]):
+        panels.append(["test_metric"])
+    figure, axes = new_figure(style, columns=len(panels))
+    colours = sns.color_palette(style["palette"], 3)
+    for axis, quantities in zip(axes.flat, panels, strict=True):
+        for colour, quantity in zip(colours, quantities, strict=False):
+            row = planning[planning["quantity"] == quantity].iloc[0]
+            if not len(row["grid"]):  # not planned: too few sample sizes
+                continue
+            label = quantity.replace("_", " ")
+            axis.scatter(points["n"], points[PLANNED_COLUMN[quantity]], color=colour, s=12)
+            axis.plot(row["grid"], row["fit"], color=colour, label=f"{label}: {row['status']}")
+            axis.fill_between(
+                row["grid"], row["band_low"], row["band_high"], color=colour, alpha=0.2
+            )
+            if np.isfinite(row["n_star"]) and row["n_star"] <= row["grid"][-1]:
+                axis.axvline(row["n_star"], color=colour, linestyle=":")
+        axis.axhline(row["target"], color="grey", linestyle="--", label=f"target {row['target']:g}")
+        axis.set_xscale("log")
+        axis.set_xlabel("sample size n")
+        axis.set_ylabel("CV (%)" if quantities[0] != "test_metric" else metric_label(metric))
+        axis.legend(fontsize="x-small")
+    figure.suptitle(f"{dataset}: how much data until the target is met")
+    figure.tight_layout()
+    return figure

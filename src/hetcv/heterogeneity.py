@@ -410,6 +410,11 @@ class Heterogeneity:
         100·τ̃/mean metric (τ̃: mean-matched √τ²): CV of the true cluster metrics.
     debiased_cv_ci : tuple of (float, float)
         Interval for the debiased CV.
+    fold_debiased_cv : ndarray of shape (n_folds,)
+        The debiased CV of each fold on its own (its repeats averaged), for learning curves.
+    noise_cv : float
+        100·√mean(v)/mean metric: the CV that sampling noise alone gives clusters of these
+        sizes; raw CV² ≈ debiased CV² + noise CV².
     tau2 : float
         Between-cluster variance of the metric, averaged over runs, untruncated.
     q : float
@@ -442,6 +447,8 @@ class Heterogeneity:
     cluster_metric_ci: np.ndarray  # (k, 2)
     debiased_cv: float  # 100·τ̃/mean metric (τ̃: mean-matched √τ²): CV of the true cluster metrics
     debiased_cv_ci: tuple[float, float]
+    fold_debiased_cv: np.ndarray  # (F,) each fold's debiased CV on its own
+    noise_cv: float  # 100·√mean(v)/mean: the CV of sampling noise alone
     tau2: float  # between-cluster variance of the metric, averaged over runs, untruncated
     q: float  # Cochran's Q: sum over folds of the repeat-averaged Q
     q_df: float
@@ -582,9 +589,11 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
         raw_cv_ci=_expectation_interval(raw_cv, cv_replicates, _finite_mean(cv_replicates)),
         cluster_metric=cluster_metric,
         cluster_metric_ci=np.array([_quantiles(cluster_replicates[:, c]) for c in range(k)]),
-        debiased_cv=float(
-            100 * _mean_matched_tau(tau2, average(noise), _noise_df(variance)) / average(level)
+        debiased_cv=_debiased_cv(metric, variance),
+        fold_debiased_cv=np.array(
+            [_debiased_cv(metric[f : f + 1], variance[f : f + 1]) for f in range(shape[0])]
         ),
+        noise_cv=float(np.sqrt(noise_sq)),
         debiased_cv_ci=tuple(
             float(np.sqrt(max(0.0, max(bound, 0.0) ** 2 - noise_sq))) for bound in pooled_ci
         ),
@@ -600,6 +609,19 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
         cv_replicates=cv_replicates,
         pooled_cv_replicates=pooled_replicates,
         cluster_metric_replicates=cluster_replicates,
+    )
+
+
+def _debiased_cv(metric: np.ndarray, variance: np.ndarray) -> float:
+    """100·τ̃/mean metric over the runs of ``(folds, R, k)`` metrics and sampling variances."""
+    cv, spread, noise, level = _run_statistics(metric, variance, ~np.isnan(metric))
+    valid = np.isfinite(cv)
+    if not valid.any():
+        return np.nan
+    noise_mean = noise[valid].mean()
+    tau2 = spread[valid].mean() - noise_mean
+    return float(
+        100 * _mean_matched_tau(tau2, noise_mean, _noise_df(variance)) / level[valid].mean()
     )
 
 

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 
 from hetcv import figures, tables
+from hetcv.columns import VERDICT_TABLES
 from hetcv.io import atomic_path
 from hetcv.pictures import gallery_samples, scatter_points
 from hetcv.subgroups import subgroup_shares
 from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict
-
-VERDICT_TABLES = ("cv", "cluster_stats", "correlation", "subgroups", "metadata")
 
 
 def read_tables(paths: dict[str, str], names) -> dict[str, pd.DataFrame]:
@@ -34,13 +33,14 @@ def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
     Parameters
     ----------
     inputs : dict
-        The summary tables ``cv``, ``cluster_stats``, ``cluster_pairs`` and ``metadata``.
+        The summary tables ``cv``, ``cluster_stats``, ``cluster_pairs``, ``metadata`` and
+        ``planning``.
     outputs : dict
-        ``{table1,table2,cv,metadata}_{csv,md,tex}``.
+        ``{table1,table2,cv,metadata,planning}_{csv,md,tex}``.
     params : dict
         ``dataset``, ``task``, ``metric`` and ``selected`` (``algorithm``, ``k``).
     """
-    summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs", "metadata"))
+    summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs", "metadata", "planning"))
     selected = params["selected"]
     caption = f"{params['dataset']}, {selected['algorithm']} with k = {selected['k']}"
     for name, table, title in (
@@ -64,6 +64,11 @@ def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
             tables.metadata_table(summary["metadata"]),
             "What each consensus cluster holds, per metadata column, with the tests",
         ),
+        (
+            "planning",
+            tables.planning_table(summary["planning"]),
+            "Sample size n* at which each quantity meets its target, from learning curves",
+        ),
     ):
         paths = [outputs[f"{name}_{extension}"] for extension in ("csv", "md", "tex")]
         tables.write_table(table, *paths, f"{title}; {caption}.")
@@ -76,13 +81,13 @@ def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
     ----------
     inputs : dict
         The summary tables ``cv``, ``cluster_stats``, ``fold_cv``, ``correlation``,
-        ``validity`` and ``metadata``.
+        ``validity``, ``metadata`` and ``planning``.
     outputs : dict
-        ``{fig2,fig3,fig4,fig5,validity,metadata}_{png,pdf}``.
+        ``{fig2,fig3,fig4,fig5,validity,metadata,planning}_{png,pdf}``.
     params : dict
         ``dataset``, ``task``, ``metric``, ``selected`` and ``style`` (the ``report`` config).
     """
-    names = ("cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata")
+    names = ("cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata", "planning")
     summary = read_tables(inputs, names)
     dataset, metric, selected, style = (
         params[k] for k in ("dataset", "metric", "selected", "style")
@@ -97,6 +102,9 @@ def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
         ),
         "validity": figures.figure_validity(summary["validity"], style, dataset),
         "metadata": figures.figure_metadata(summary["metadata"], style, dataset),
+        "planning": figures.figure_planning(
+            summary["planning"], summary["fold_cv"], selected, metric, style, dataset
+        ),
     }
     save_figures(made, outputs, params["style"])
 

@@ -196,7 +196,8 @@ def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
                 smallest[name] = min((min(rows.values()), n) for n, rows in per_model.items())
             else:
                 _check_image_dataset(name, settings)
-                sizes[name] = _sample_sizes(name, settings, config["seed"])
+                extra = config["planning"]["extra_sizes"]
+                sizes[name] = _sample_sizes(name, settings, config["seed"], extra)
                 folds[name] = list(range(settings["folds"]))
                 smallest[name] = (sizes[name][0] // settings["folds"], sizes[name][0])
         except HetcvError as error:
@@ -241,11 +242,14 @@ def _check_image_dataset(name: str, settings: dict) -> None:
         raise HetcvError(f"datasets.{name}.pretrained: checkpoint file {pretrained} does not exist")
 
 
-def _sample_sizes(name: str, settings: dict, seed: int) -> list[int]:
+def _sample_sizes(name: str, settings: dict, seed: int, extra: list[int]) -> list[int]:
+    """The configured sizes, plus ``planning.extra_sizes`` that fit the dataset."""
     total = count_samples(settings["source"], seed)
-    return resolve_sample_sizes(
+    sizes = resolve_sample_sizes(
         settings["sample_sizes"], total, settings["folds"], key=f"datasets.{name}.sample_sizes"
     )
+    added = resolve_sample_sizes(extra, total, settings["folds"], key="planning.extra_sizes")
+    return sorted(set(sizes) | set(added))
 
 
 def _check_clustering(study: Study) -> None:
@@ -416,6 +420,16 @@ def _reporting(study: Study, w) -> dict:
     }
 
 
+def _plan(study: Study, w) -> dict:
+    planning = study.config["planning"]
+    return {
+        "selected": study.selected,
+        "planning": {key: planning[key] for key in ("cv_target", "metric_target")}
+        | {"max_extrapolation": planning["max_extrapolation"]},
+        "seed": derive_seed(study.config["seed"], w.dataset, "planning"),
+    }
+
+
 def _figures(study: Study, w) -> dict:
     return {**_reporting(study, w), "style": study.config["report"]}
 
@@ -465,6 +479,7 @@ PARAMS = {
     "train": _train,
     "cluster": _cluster,
     "summarize": _summarize,
+    "plan": _plan,
     "subgroup_variants": _variants,
     "tables": _reporting,
     "figures": _figures,

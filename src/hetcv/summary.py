@@ -342,6 +342,8 @@ def selected_statistics(
     clusters : DataFrame
         Per cluster its bootstrap CI and 95 % null band: ``cluster, ci_low, ci_high,
         null_band_low, null_band_high``.
+    fold_debiased_cv : ndarray of shape (n_folds,)
+        Each fold's debiased CV on its own, in the folds' order.
     """
     het = heterogeneity(sample, bootstrap, derive_seed(seed, "bootstrap"))
     null = permutation_null(sample, permutations, derive_seed(seed, "permutation"))
@@ -354,6 +356,7 @@ def selected_statistics(
         "debiased_cv": het.debiased_cv,
         "debiased_cv_ci_low": het.debiased_cv_ci[0],
         "debiased_cv_ci_high": het.debiased_cv_ci[1],
+        "noise_cv": het.noise_cv,
         "i_squared": het.i_squared,
         "q": het.q,
         "q_df": het.q_df,
@@ -389,7 +392,7 @@ def selected_statistics(
             "null_band_high": band[1],
         }
     )
-    return row, clusters
+    return row, clusters, het.fold_debiased_cv
 
 
 def add_multiplicity(cv: pd.DataFrame) -> pd.DataFrame:
@@ -537,8 +540,11 @@ def summarize_selected(
     -------
     cv, cluster_table : DataFrame
         Copies, with the selected rows' intervals, tests and Holm-adjusted p-values.
+    fold_debiased : DataFrame
+        ``algorithm, k, n, fold, debiased_cv`` of the selected clustering.
     """
     cv, cluster_table = cv.copy(), cluster_table.copy()
+    fold_rows = []
     for n, at_n in chosen.groupby("n", sort=True):
         rows_n = features[features["n"] == n]
         temperatures = {}
@@ -563,7 +569,7 @@ def summarize_selected(
             normaliser=metric.normaliser,
             metric=None if metric.name == "nrmse" else metric.name,
         )
-        row, per_cluster = selected_statistics(
+        row, per_cluster, fold_debiased = selected_statistics(
             sample,
             error_aware=error_aware,
             bootstrap=bootstrap,
@@ -575,7 +581,10 @@ def summarize_selected(
         for column in ("ci_low", "ci_high", "null_band_low", "null_band_high"):
             cluster_table.loc[at, column] = merged[column].to_numpy()
         cluster_table.loc[at, "ci_method"] = "fold bootstrap"
-    return add_multiplicity(cv), cluster_table
+        folds_n = sorted(at_n["fold"].unique())
+        fold_rows.append(pd.DataFrame({"n": n, "fold": folds_n, "debiased_cv": fold_debiased}))
+    fold_debiased = pd.concat(fold_rows, ignore_index=True).assign(**selected)
+    return add_multiplicity(cv), cluster_table, fold_debiased
 
 
 def _fill_selected(cv: pd.DataFrame, at: pd.Series, row: dict) -> None:
@@ -634,7 +643,7 @@ def summarize(
     from hetcv.subgroups import recovery_by_size
 
     chosen = chosen[chosen["k"] == selected["k"]]
-    cv, cluster_table = summarize_selected(
+    cv, cluster_table, fold_debiased = summarize_selected(
         cv_summary(runs),
         cluster_summary(cluster_stats, metric),
         chosen,
@@ -643,7 +652,7 @@ def summarize(
         selected=selected,
         **statistics,
     )
-    folds = fold_cv(runs)
+    folds = fold_cv(runs).merge(fold_debiased, on=[*CLUSTERING, "fold"], how="left")
     correlations = correlation_summary(
         cv[selected_rows(cv, selected)].sort_values("n"),
         folds[selected_rows(folds, selected)],

@@ -106,6 +106,7 @@ CV_COLUMNS = [
     "debiased_cv",
     "debiased_cv_ci_low",
     "debiased_cv_ci_high",
+    "noise_cv",
     "i_squared",
     "q_p_value",
     "null_cv",
@@ -116,6 +117,7 @@ CV_COLUMNS = [
     "weakest_ci_low",
     "weakest_ci_high",
     "runs_with_empty_cluster",
+    "runs_with_undefined_cluster",
     "bootstrap_nonfinite",
 ]
 
@@ -202,6 +204,37 @@ def metadata_table(profile: pd.DataFrame) -> pd.DataFrame:
     shown += ["median", "q1", "q3", "overall_median", "test", "effect", "p_holm"]
     present = [column for column in shown if column in profile]
     return profile[present].rename(columns=names).reset_index(drop=True)
+
+
+PLANNING_COLUMNS = [
+    "quantity",
+    "target",
+    "n_star",
+    "n_star_low",
+    "n_star_high",
+    "status",
+    "backtest_error",
+    "observed",
+    "largest_n",
+    "asymptote",
+    "rate",
+]
+
+
+def planning_table(planning: pd.DataFrame) -> pd.DataFrame:
+    """The planning table: per quantity and target, n* with its interval, status and backtest.
+
+    Parameters
+    ----------
+    planning : DataFrame
+        ``planning.parquet`` (:func:`hetcv.planning.planning_table`).
+
+    Returns
+    -------
+    table : DataFrame
+        The :data:`PLANNING_COLUMNS`, without the figure's curve lists.
+    """
+    return planning[PLANNING_COLUMNS].reset_index(drop=True)
 
 
 def write_table(table: pd.DataFrame, csv: str, markdown: str, latex: str, caption: str) -> None:

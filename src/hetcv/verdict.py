@@ -112,6 +112,7 @@ def dataset_verdict(
     correlation: pd.DataFrame,
     subgroups: pd.DataFrame,
     metadata: pd.DataFrame,
+    planning: pd.DataFrame,
     selected: dict,
 ) -> str:
     """Write the Markdown section of ``results/summary.md`` for one dataset.
@@ -136,6 +137,8 @@ def dataset_verdict(
         Subgroups with ``n``, ``subgroup``, ``lift``, ``precision`` and ``auroc``; may be empty.
     metadata : pandas.DataFrame
         The metadata profile (:func:`hetcv.profiles.metadata_profiles`); may be empty.
+    planning : pandas.DataFrame
+        The planning table (:func:`hetcv.planning.planning_table`); one sentence per row.
     selected : dict
         The selected clustering: ``{"algorithm": ..., "k": ...}``.
 
@@ -211,8 +214,57 @@ def dataset_verdict(
             for row in top.itertuples()
         )
         lines.append(f"- What the worst cluster holds at n = {largest['n']}: {described}.")
+    lines += [planning_line(row, metric) for _, row in planning.iterrows()]
     lines.append("")
     return "\n".join(lines)
+
+
+PLANNED = {"raw_cv": "raw CV", "debiased_cv": "debiased CV", "test_metric": "test"}
+
+
+def planning_line(row: pd.Series, metric: str) -> str:
+    """One sentence on how many samples a quantity needs to meet its target.
+
+    Parameters
+    ----------
+    row : pandas.Series
+        A row of the planning table: ``quantity, target, n_star, n_star_low, n_star_high,
+        status, backtest_error``.
+    metric : str
+        The metric's label, for the test metric's target.
+
+    Returns
+    -------
+    line : str
+        E.g. "about 1,240 samples for raw CV < 5 % (95 %: 900–1,900; predicted …)".
+    """
+    quantity = row["quantity"]
+    goal = (
+        f"{metric} ≥ {row['target']:g}"
+        if quantity == "test_metric"
+        else f"{PLANNED[quantity]} < {row['target']:g} %"
+    )
+    high = "∞" if not np.isfinite(row["n_star_high"]) else f"{row['n_star_high']:,.0f}"
+    backtest = (
+        f"; fitted without n = {row['largest_n']:,.0f}, the curve missed it by "
+        f"{row['backtest_error']:+.2f}"
+        if np.isfinite(row["backtest_error"])
+        else ""
+    )
+    if row["status"].startswith("not planned"):
+        return f"- Planning {goal}: {row['status']}."
+    if row["status"] == "not reachable":
+        return f"- Planning: {goal} is not reachable: the curve levels off above it{backtest}."
+    if not np.isfinite(row["n_star"]):
+        return (
+            f"- Planning: {goal} is not in sight: the fitted curve levels off at "
+            f"{row['asymptote']:.3g}; if at all, beyond n ≈ {row['n_star_low']:,.0f} (95 %)"
+            f"{backtest}."
+        )
+    return (
+        f"- Planning: about {row['n_star']:,.0f} samples for {goal} (95 %: "
+        f"{row['n_star_low']:,.0f}–{high}; {row['status']}){backtest}."
+    )
 
 
 def _over_represented(metadata: pd.DataFrame, n: int, cluster: float) -> str:

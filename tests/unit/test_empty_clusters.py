@@ -89,7 +89,7 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
     clusters.loc[filled, ["size", "score_sum", "metric", "empty"]] = [6, 3.0, 0.5, False]
     summary = cluster_summary(clusters, "accuracy")
     cv = cv_summary(pd.concat(runs))
-    cv, summary = summarize_selected(
+    cv, summary, _ = summarize_selected(
         cv,
         summary,
         pd.concat(assignments),

@@ -173,6 +173,9 @@ def test_debiased_cv_and_cochran_q_by_hand():
     assert np.sqrt(tau2) < two.debiased_cv / 100 * y.mean() < matched
     twice = expected_root_by_quadrature(two.debiased_cv / 100 * y.mean(), v.mean(), 2 * df)
     assert twice == pytest.approx(np.sqrt(tau2), 3e-3)
+    # Each fold on its own is the one-fold estimate; the noise CV is 100·√mean(v)/mean.
+    assert two.fold_debiased_cv == pytest.approx([one.debiased_cv, one.debiased_cv])
+    assert one.noise_cv == pytest.approx(100 * np.sqrt(v.mean()) / y.mean())
 
 
 def test_a_regression_cluster_without_variance_is_left_out_of_q():

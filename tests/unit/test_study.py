@@ -70,6 +70,10 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
             "config key metric.classification: 'f1' is not one of",
         ),
         (
+            lambda s: s.setdefault("planning", {}).update(extra_sizes=[5000]),
+            "planning.extra_sizes: 5000 is larger than the dataset",
+        ),
+        (
             lambda s: s["clustering"].update(k=[2, 3, 4, 50]),
             "clustering.k: k=50 is not smaller than the smallest held-out fold of "
             "datasets.digitvalue (50 samples at n=100)",
@@ -121,6 +125,13 @@ def test_each_semantic_check_names_its_key_on_one_line(change, message):
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_extra_sizes_join_the_sample_sizes():
+    base = resolved()
+    planned = resolved(lambda s: s.setdefault("planning", {}).update(extra_sizes=[150]))
+    for name in base.image_datasets:
+        assert planned.sample_sizes[name] == sorted({*base.sample_sizes[name], 150})
+
+
 def test_planted_datasets_need_a_planted_variant():
     with pytest.raises(HetcvError, match="validate: no dataset has source.variant"):
         resolved().planted_datasets()
@@ -151,6 +162,7 @@ def test_params_hold_the_slice_that_changes_a_result():
         "style": lambda s: s.setdefault("report", {}).update(dpi=72),
         "bootstrap": lambda s: s["clustering"].update(bootstrap=300),
         "metric": lambda s: s.setdefault("metric", {}).update(classification="auroc"),
+        "cv_target": lambda s: s.setdefault("planning", {}).update(cv_target=3),
     }
     touched = {
         "epochs": {"train"},
@@ -168,6 +180,7 @@ def test_params_hold_the_slice_that_changes_a_result():
             "subgroup_heatmap",
             "cluster_pictures",
         },
+        "cv_target": {"plan"},
     }
     # The benchmark and the features-table import do not apply to the demo's image datasets.
     study_rules = [rule for rule in PARAMS if rule not in ("validation", "import_features")]

@@ -130,7 +130,7 @@ def test_the_weak_cluster_is_profiled_by_its_metadata(features_run):
 def test_choosing_auroc_reclusters_and_reports_each_clusters_auroc(features_run):
     # Runs last on this study: it re-runs it with metric.classification: auroc.
     workdir, _ = features_run
-    study = features_study(workdir.parent / "embeddings.parquet")
+    study = features_study(workdir.parent / "embeddings.parquet", algorithms=["fcm"])
     study["metric"] = {"classification": "auroc"}
     config = write_config(workdir / "mine_auroc.yaml", study)
     result = snakemake(workdir, "--configfile", str(config))

@@ -10,7 +10,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [HETCV_SRC, os.environ.get("PYTHONPATH")]))
 )
 
-from hetcv.columns import SUMMARY_TABLES
+from hetcv.columns import SUMMARY_TABLES, VERDICT_TABLES
 from hetcv.data import source_file, source_has_subgroups
 from hetcv.study import resolve_study, rule_params
 
@@ -52,9 +52,9 @@ PATHS = {
     "table": "results/tables/{dataset}_{name}.{extension}",
     "figure": "results/figures/{dataset}_{name}.{extension}",
 }
-FIGURES = ["fig2", "fig3", "fig4", "fig5", "validity", "metadata"]
+FIGURES = ["fig2", "fig3", "fig4", "fig5", "validity", "metadata", "planning"]
 PICTURES = ["scatter", "gallery"]
-TABLES = ["table1", "table2", "cv", "metadata"]
+TABLES = ["table1", "table2", "cv", "metadata", "planning"]
 
 
 def params_of(name):
@@ -129,7 +129,7 @@ def summary_md_inputs(wildcards):
     return {
         f"{name}_{table}": PATHS["summary"].format(dataset=name, table=table)
         for name in STUDY.datasets
-        for table in ("cv", "cluster_stats", "correlation", "subgroups", "metadata")
+        for table in VERDICT_TABLES
     }
 
 

@@ -1,5 +1,6 @@
 # Cheap aggregation: on a cluster these run where Snakemake runs, not through the queue.
 localrules:
+    plan,
     tables,
     figures,
     export_clusters,
@@ -7,9 +8,24 @@ localrules:
     summary_md,
 
 
+rule plan:
+    input:
+        **summary_tables("fold_cv"),
+    output:
+        **summary_tables("planning"),
+    log:
+        "logs/plan/{dataset}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        settings=params_of("plan"),
+    script:
+        "../scripts/plan.py"
+
+
 rule tables:
     input:
-        **summary_tables("cv", "cluster_stats", "cluster_pairs", "metadata"),
+        **summary_tables("cv", "cluster_stats", "cluster_pairs", "metadata", "planning"),
     output:
         **registered(output_files("table", TABLES), "Tables"),
     log:
@@ -27,7 +43,13 @@ rule tables:
 rule figures:
     input:
         **summary_tables(
-            "cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata"
+            "cv",
+            "cluster_stats",
+            "fold_cv",
+            "correlation",
+            "validity",
+            "metadata",
+            "planning",
         ),
     output:
         **registered(output_files("figure", FIGURES), "Figures"),
