@@ -119,7 +119,15 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
     assert "cluster 2 (empty at n = 100)" in labels
     correlation = pd.DataFrame({"level": ["sample_size"], "n_points": [2], "pearson": [np.nan]})
     text = dataset_verdict(
-        "demo", "accuracy", cv, summary, correlation, pd.DataFrame(), pd.DataFrame(), SELECTED
+        "demo",
+        "accuracy",
+        cv,
+        summary,
+        correlation,
+        pd.DataFrame(),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        SELECTED,
     )
     assert "At n = 100, cluster 2 was empty (no sample's highest membership) in 4 of 4" in text
     assert "At n = 300, cluster 2 was empty (no sample's highest membership) in 3 of 4" in text

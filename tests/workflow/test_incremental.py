@@ -53,3 +53,9 @@ def test_a_new_sample_size_trains_only_that_size(tiny_study, tmp_path):
     assert counts["train"] == 2 and counts["split"] == 1
     trained = [line for line in output.splitlines() if "wildcards: dataset=" in line]
     assert all("n=300" in line for line in trained if "fold=" in line)
+
+
+def test_a_planning_target_reruns_only_planning_and_its_reports(tiny_study, tmp_path):
+    counts, _ = planned_jobs(tiny_study, tmp_path, lambda s: s.update(planning={"cv_target": 3}))
+    assert set(counts) == {"plan", "tables", "figures", "summary_md", "all"}
+    assert counts["plan"] == 2
