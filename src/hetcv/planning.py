@@ -2,7 +2,8 @@
 
 Each quantity is fitted over the sample sizes by an inverse power law (Figueroa et al., BMC
 Med Inform Decis Mak 2012): the test metric rises as m(n) = a − b·n^(−c), the raw and the
-debiased CV fall as cv(n) = a + b·n^(−c), with b ≥ 0 and c in [0.05, 3]. The points are the
+debiased CV fall as cv(n) = a + b·n^(−c), with b ≥ 0, c in [0.05, 3], and a CV's asymptote
+≥ 0, a metric's ≤ 1. The points are the
 fold-level values (one per fold and size, repeats averaged: they share the fold's samples),
 weighted by 1/s(n)², where s(n) is a smooth model of the spread between folds (log s linear in
 log n, fitted to each size's sample sd), since four folds make each size's own sd too noisy to
@@ -43,6 +44,8 @@ LEVEL = 0.95
 RATES = np.geomspace(0.05, 3.0, 240)
 # Direction of each quantity's curve: +1 falls towards its asymptote (CV), −1 rises (metric).
 DIRECTION = {"test_metric": -1, "raw_cv": 1, "debiased_cv": 1}
+# A CV cannot fall below 0, nor a metric (accuracy, AUROC, 1 − NRMSE) rise above 1.
+ASYMPTOTE_BOUND = {1: 0.0, -1: 1.0}
 # The test inversion profiles the rate on every other grid point: 3.4 % apart is plenty there.
 INVERSION_RATES = RATES[::2]
 # Candidate n* of the test inversion, relative to the largest observed n.
@@ -88,6 +91,10 @@ def fit_many(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted least-squares power laws for many rows of points at once.
 
+    For each rate of the grid the law is linear in (a, b): the least squares with b ≥ 0 and
+    the asymptote within its range (a CV ≥ 0, a metric ≤ 1; :data:`ASYMPTOTE_BOUND`) is
+    solved in closed form, and the rate of lowest cost is kept.
+
     Parameters
     ----------
     n : ndarray of shape (n_points,)
@@ -100,21 +107,30 @@ def fit_many(
     Returns
     -------
     asymptote, scale, rate : ndarray of shape (n_rows,)
-        The best law of each row over the rate grid, with scale ≥ 0.
+        The best law of each row over the rate grid.
     """
     x = direction * np.asarray(n, float)[None, :] ** -RATES[:, None]  # (G, N)
-    total = weights.sum(axis=1, keepdims=True)
-    x_mean = weights @ x.T / total
-    y_mean = (weights * values).sum(axis=1, keepdims=True) / total
-    sxx = weights @ (x.T**2) - total * x_mean**2
-    sxy = (weights * values) @ x.T - total * x_mean * y_mean
-    syy = (weights * values**2).sum(axis=1, keepdims=True) - total * y_mean**2
-    scale = np.maximum(sxy / sxx, 0.0)
-    cost = syy - 2 * scale * sxy + scale**2 * sxx
+    s0 = weights.sum(axis=1, keepdims=True)
+    sx, sxx = weights @ x.T, weights @ (x.T**2)
+    sy = (weights * values).sum(axis=1, keepdims=True)
+    sxy, syy = (weights * values) @ x.T, (weights * values**2).sum(axis=1, keepdims=True)
+    scale = np.maximum((s0 * sxy - sx * sy) / (s0 * sxx - sx**2), 0.0)
+    asymptote = (sy - scale * sx) / s0
+    bound = ASYMPTOTE_BOUND[direction]
+    beyond = direction * (bound - asymptote) > 0
+    asymptote = np.where(beyond, bound, asymptote)
+    scale = np.where(beyond, np.maximum((sxy - bound * sx) / sxx, 0.0), scale)
+    cost = (
+        syy
+        - 2 * asymptote * sy
+        - 2 * scale * sxy
+        + asymptote**2 * s0
+        + 2 * asymptote * scale * sx
+        + scale**2 * sxx
+    )
     best = np.argmin(cost, axis=1)
     rows = np.arange(len(values))
-    scale = scale[rows, best]
-    return (y_mean[:, 0] - scale * x_mean[rows, best], scale, RATES[best])
+    return asymptote[rows, best], scale[rows, best], RATES[best]
 
 
 def fold_spread(n: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -195,6 +211,8 @@ def n_star_interval(
     rest = 1 - z
     residual = values - target * z
     a_fit = (weights * rest * residual).sum(-1) / (weights * rest**2).sum(-1)
+    bound = ASYMPTOTE_BOUND[direction]
+    a_fit = np.maximum(a_fit, bound) if direction == 1 else np.minimum(a_fit, bound)
     # The law needs b = (target − a)·n*^c·direction ≥ 0: a on the far side is no such curve.
     feasible = direction * (target - a_fit) >= 0
     constrained = (weights * (residual - a_fit[..., None] * rest) ** 2).sum(-1)

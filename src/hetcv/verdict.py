@@ -261,9 +261,11 @@ def planning_line(row: pd.Series, metric: str) -> str:
             f"{row['asymptote']:.3g}; if at all, beyond n ≈ {row['n_star_low']:,.0f} (95 %)"
             f"{backtest}."
         )
+    smallest = row["grid"][0]  # the smallest observed n
+    low = f"{row['n_star_low']:,.0f}" if row["n_star_low"] >= smallest else f"< {smallest:,.0f}"
     return (
         f"- Planning: about {row['n_star']:,.0f} samples for {goal} (95 %: "
-        f"{row['n_star_low']:,.0f}–{high}; {row['status']}){backtest}."
+        f"{low}–{high}; {row['status']}){backtest}."
     )
 
 
