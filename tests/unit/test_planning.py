@@ -140,3 +140,32 @@ def test_one_sample_size_is_not_planned_and_says_so():
     row = plan_quantity(np.array([100.0, 100.0, 100.0]), np.array([9, 6, 7.0]), "raw_cv", 5, 4, 0)
     assert row["status"] == "not planned: needs two folds at three or more sample sizes"
     assert np.isnan(row["n_star"]) and row["grid"] == []
+
+
+def test_summary_sentence_says_what_the_row_says():
+    from hetcv.verdict import planning_line
+
+    row = pd.Series(
+        {
+            "quantity": "raw_cv",
+            "target": 5.0,
+            "n_star": 505.6,
+            "n_star_low": 129.8,
+            "n_star_high": np.inf,
+            "status": "predicted",
+            "backtest_error": -1.327,
+            "largest_n": 1667.0,
+            "asymptote": 2.0,
+            "grid": [100.0, 6668.0],
+        }
+    )
+    assert planning_line(row, "accuracy") == (
+        "- Planning: about 506 samples for raw CV < 5 % (95 %: 130–∞; predicted); fitted "
+        "without n = 1,667, the curve missed it by -1.33."
+    )
+    levelled = row.copy()
+    levelled["n_star"], levelled["status"] = np.inf, "levels off above the target"
+    assert "levels off at 2; if at all, beyond n ≈ 130 (95 %)" in planning_line(levelled, "x")
+    reached = row.copy()
+    reached["n_star_low"], reached["status"] = 50.0, "reached at n ≤ 300"
+    assert "(95 %: < 100–∞; reached at n ≤ 300)" in planning_line(reached, "x")
