@@ -63,9 +63,9 @@ def run_timed(command: list[str], cwd: Path) -> float:
 def rule_benchmarks(workdir: Path) -> pd.DataFrame:
     """One row per job: rule, wall seconds, peak RSS (MB), from Snakemake's benchmark files."""
     rows = []
-    for path in sorted((workdir / "benchmarks").rglob("*.tsv")):
+    for path in sorted((workdir / "logs" / "benchmarks").rglob("*.tsv")):
         record = pd.read_csv(path, sep="\t").iloc[-1]
-        rule = path.relative_to(workdir / "benchmarks").parts[0].removesuffix(".tsv")
+        rule = path.relative_to(workdir / "logs" / "benchmarks").parts[0].removesuffix(".tsv")
         rows.append({"rule": rule, "s": float(record["s"]), "max_rss_mb": float(record["max_rss"])})
     return pd.DataFrame(rows)
 
