@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cluster.smk"
+include: "workflow/rules/slices.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/validation.smk"
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import pdist, squareform
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from hetcv.cluster import (
@@ -26,11 +25,13 @@ from hetcv.cluster import (
     add_loss_dimension,
     adjusted_rand,
     canonical_labels,
+    closest_distance,
     fit_partition,
     fit_partition_within,
     match_to_reference,
     pca_scores,
     silhouette,
+    silhouette_rows,
 )
 from hetcv.columns import feature_columns
 from hetcv.errors import HetcvError
@@ -101,17 +102,17 @@ def clustered_space(
     return points
 
 
-def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict[str, float]:
+def validity(points: np.ndarray, part: Partition, sampled: np.ndarray) -> dict[str, float]:
     """Elbow SSE, silhouette, Calinski–Harabasz, Davies–Bouldin and the smallest cluster.
 
     Parameters
     ----------
     points : ndarray of shape (n_samples, n_dims)
         Samples in the clustered space.
-    distances : ndarray of shape (n_samples, n_samples)
-        Pairwise Euclidean distances of ``points``.
     part : Partition
         The run to score.
+    sampled : ndarray of int
+        The rows the silhouette is computed on (:func:`hetcv.cluster.silhouette_rows`).
 
     Returns
     -------
@@ -131,7 +132,7 @@ def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict
         "min_cluster_fraction": float(np.bincount(labels, minlength=part.k).min() / len(labels)),
     }
     if 2 <= len(present) <= len(labels) - 1:
-        indices["silhouette"] = silhouette(distances, labels, part.k)
+        indices["silhouette"] = silhouette(points[sampled], labels[sampled], part.k)
         indices["calinski_harabasz"] = float(calinski_harabasz_score(points, labels))
         indices["davies_bouldin"] = float(davies_bouldin_score(points, labels))
     else:
@@ -139,15 +140,13 @@ def validity(points: np.ndarray, distances: np.ndarray, part: Partition) -> dict
     return indices
 
 
-def geometry(
-    points: np.ndarray, distances: np.ndarray, part: Partition
-) -> tuple[list[dict], list[dict]]:
+def geometry(points: np.ndarray, part: Partition) -> tuple[list[dict], list[dict]]:
     """Per-cluster point-to-centre distances (Table 2) and per-pair distances (Table 1).
 
     Parameters
     ----------
-    points, distances : ndarray
-        As for :func:`validity`.
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
     part : Partition
         The run whose clusters and centres are measured.
 
@@ -176,11 +175,7 @@ def geometry(
     pairs = []
     for a in range(part.k):
         for b in range(a + 1, part.k):
-            closest = (
-                distances[np.ix_(members[a], members[b])].min()
-                if len(members[a]) and len(members[b])
-                else np.nan
-            )
+            closest = closest_distance(points[members[a]], points[members[b]])
             pairs.append(
                 {
                     "cluster_a": a,
@@ -311,7 +306,7 @@ def analyse_fold(
         Per-sample assignments, per-cluster rows, per-pair rows and one row per run.
     """
     points = clustered_space(features, pca_components, error_aware, seed)
-    distances = squareform(pdist(points))
+    sampled = silhouette_rows(len(points), derive_seed(seed, "silhouette"))
     score, classes = outcome = metric.outcome(features)
     groups = features["target"].to_numpy() if within == "class" else None
     # One set of permutations per fold, shared by every algorithm, k and repeat, so that the
@@ -340,7 +335,7 @@ def analyse_fold(
             key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
             _warn_empty(key, size, values)
             tables["assignments"].append(_assignment_table(features, key, part, values))
-            cluster_geometry, pair_geometry = geometry(points, distances, part)
+            cluster_geometry, pair_geometry = geometry(points, part)
             tables["cluster_stats"] += _cluster_rows(
                 key, part, values, size, score, targets, cluster_geometry
             )
@@ -360,7 +355,7 @@ def analyse_fold(
                     "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
                     "undefined_clusters": int((np.isnan(values) & (size > 0)).sum()),
                     "worst_cluster": int(np.nanargmin(values)),
-                    **validity(points, distances, part),
+                    **validity(points, part, sampled),
                     "fpc": part.extra.get("fpc", np.nan),
                     "bic": part.extra.get("bic", np.nan),
                     "stability_ari": stability[repeat],

@@ -31,6 +31,14 @@ SUMMARY_TABLES = (
     "metadata",
 )
 # The summary tables that results/summary.md reads, per dataset.
-VERDICT_TABLES = ("cv", "cluster_stats", "correlation", "subgroups", "metadata", "planning")
+VERDICT_TABLES = (
+    "cv",
+    "cluster_stats",
+    "correlation",
+    "subgroups",
+    "metadata",
+    "planning",
+    "slices",
+)
 # The tests' p-values, raw and Holm-adjusted: the permutation test and the calibrated one.
 P_VALUE_COLUMNS = ["p_value", "p_holm", "p_calibrated", "p_holm_calibrated"]

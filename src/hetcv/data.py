@@ -162,7 +162,9 @@ def digits_source(source: dict, seed: int) -> SourceData:
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     digit = digits.target.astype(np.int64)
     sample_id = np.array([f"digit{index:04d}" for index in range(len(digit))])
-    rng = np.random.default_rng(derive_seed(seed, variant))
+    # Draw 0 is the original draw; others give the benchmark's seeds a new planted sample.
+    draw = source.get("draw", 0)
+    rng = np.random.default_rng(derive_seed(seed, variant, *([draw] if draw else [])))
     keep = np.arange(len(digit))
     if variant == "digitvalue":
         manifest = pd.DataFrame({"sample_id": sample_id, "target": digit.astype(np.float64)})
@@ -408,7 +410,8 @@ def load_source(source: dict, seed: int) -> SourceData:
         ``datasets.<name>.source``. ``kind`` picks the source and its keys:
 
         - ``digits``: ``variant`` (one of :data:`DIGITS_VARIANTS`), ``digit`` (planted digit,
-          default 8), ``prevalence`` (``rare``), ``flip_rate`` (``noisy``).
+          default 8), ``prevalence`` (``rare``), ``flip_rate`` (``noisy``), ``draw`` (which
+          random draw of the planted sample; 0, the default, is the original).
         - ``csv``: ``csv`` (table), ``images`` (folder), ``target_column``, ``id_column`` or
           ``path_column``, optional ``extension``, ``query``, ``metadata_columns`` and
           ``group_column`` (patient or other group; kept as the manifest's ``group``).

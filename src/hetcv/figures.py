@@ -629,47 +629,19 @@ def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
     return figure
 
 
-VALIDATION_STYLES = {
-    "hetcv": ("o", "-", "hetcv (worst cluster)"),
-    "confusion_cells": ("s", "--", "confusion-matrix cells"),
-    "random_partition": ("^", ":", "random partition"),
-}
-
-
-def size_rank_labels(table: pd.DataFrame) -> dict[int, str]:
-    """Legend label of each sample-size rank.
-
-    Sample sizes are ranked within each setting (``all`` differs between settings):
-    rank → ``n = 300`` or ``n = 1638–1797``.
-
-    Parameters
-    ----------
-    table : DataFrame
-        Validation results with ``n`` and ``size_rank`` columns.
-
-    Returns
-    -------
-    labels : dict of int to str
-        Label of each rank, giving the range of n when settings differ.
-    """
-    labels = {}
-    for rank, sizes in table.groupby("size_rank")["n"]:
-        low, high = sizes.min(), sizes.max()
-        labels[rank] = f"n = {low}" if low == high else f"n = {low}–{high}"
-    return labels
-
-
 def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
-    """The planted-subgroup benchmark: recovery AUROC per setting and the excess CV.
+    """The slice-discovery benchmark: precision@10 per setting and the null's rejections.
 
-    Left: AUROC of the worst-cluster membership for the planted group, per method and sample
-    size; right: hetcv's excess CV per setting, starred where p < 0.05.
+    Left: each method's precision@10 on the test digit per planted setting, the mean over
+    seeds with its 95 % t interval; right: the share of seeds in which each method's worst
+    slice is significantly worse on the held-out half, per setting (with nothing planted, the
+    false-positive rate; the dashed line is 5 %).
 
     Parameters
     ----------
     table : DataFrame
-        ``setting, n, method`` (keys of `VALIDATION_STYLES`), ``auroc, excess_cv,
-        p_value``; the `NULL_SETTING` rows appear only in the right panel.
+        :func:`hetcv.validation.scored_table`: ``setting, draw, method, precision_at_10,
+        significant``.
     style : dict
         Report style, for two panels side by side.
 
@@ -677,48 +649,43 @@ def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
     -------
     figure : Figure
     """
-    table = table.assign(size_rank=table.groupby("setting")["n"].rank(method="dense").astype(int))
+    from scipy import stats
+
     figure, axes = new_figure(style, columns=2)
+    recovery_axis, null_axis = axes[0]
     settings = list(dict.fromkeys(table["setting"]))
     planted = [s for s in settings if s != NULL_SETTING]
-    size_label = size_rank_labels(table)
-    ranks = sorted(size_label)
-    colours = dict(zip(ranks, sns.color_palette(style["palette"], len(ranks)), strict=True))
-    recovery_axis, cv_axis = axes[0]
-    for method, (marker, line, label) in VALIDATION_STYLES.items():
-        for rank in ranks:
-            rows = table[(table["method"] == method) & (table["size_rank"] == rank)]
-            rows = rows.set_index("setting").reindex(planted)
-            recovery_axis.plot(
-                range(len(planted)),
-                rows["auroc"],
-                marker=marker,
-                linestyle=line,
-                color=colours[rank],
-                label=f"{label}, {size_label[rank]}",
-            )
-    recovery_axis.axhline(0.5, color="grey", linewidth=0.8)
-    recovery_axis.set_xticks(range(len(planted)), planted, rotation=30)
-    recovery_axis.set_ylim(0.3, 1.02)
-    recovery_axis.set_ylabel("AUROC of worst-cluster membership")
-    recovery_axis.set_title("Does the worst cluster hold the planted group?")
-    recovery_axis.legend(fontsize="x-small")
-    tested = table[table["method"] == "hetcv"]
-    width = 0.8 / len(ranks)
-    for offset, rank in enumerate(ranks):
-        rows = tested[tested["size_rank"] == rank].set_index("setting").reindex(settings)
-        positions = np.arange(len(settings)) + (offset - (len(ranks) - 1) / 2) * width
-        cv_axis.bar(
-            positions, rows["excess_cv"], width, color=colours[rank], label=size_label[rank]
+    methods = list(dict.fromkeys(table["method"]))
+    colours = dict(zip(methods, sns.color_palette(style["palette"], len(methods)), strict=True))
+    width = 0.8 / len(methods)
+    for offset, method in enumerate(methods):
+        rows = table[table["method"] == method]
+        grouped = rows.groupby("setting")["precision_at_10"]
+        mean = grouped.mean().reindex(planted)
+        count = grouped.count().reindex(planted)
+        spread = grouped.std().reindex(planted)
+        half = stats.t.ppf(0.975, np.maximum(count - 1, 1)) * spread / np.sqrt(count)
+        positions = np.arange(len(planted)) + (offset - (len(methods) - 1) / 2) * width
+        recovery_axis.errorbar(
+            positions, mean, yerr=half, fmt="o", color=colours[method], label=method, capsize=2
         )
-        for x, y, p in zip(positions, rows["excess_cv"], rows["p_value"], strict=True):
-            if p < 0.05:
-                cv_axis.annotate("*", (x, y), ha="center", va="bottom")
-    cv_axis.axhline(0, color="grey", linewidth=0.8)
-    cv_axis.set_xticks(range(len(settings)), settings, rotation=30)
-    cv_axis.set_ylabel("excess CV = √(CV² − null CV²) (points)")
-    cv_axis.set_title("Heterogeneity test (* p < 0.05)")
-    cv_axis.legend(fontsize="x-small")
+        rate = rows.groupby("setting")["significant"].mean().reindex(settings)
+        null_axis.bar(
+            np.arange(len(settings)) + (offset - (len(methods) - 1) / 2) * width,
+            rate,
+            width,
+            color=colours[method],
+        )
+    recovery_axis.set_xticks(range(len(planted)), planted, rotation=30)
+    recovery_axis.set_ylim(-0.05, 1.05)
+    recovery_axis.set_ylabel("precision@10 for the planted group")
+    recovery_axis.set_title("Test digit, mean over seeds (95 % CI)")
+    recovery_axis.legend(fontsize="x-small")
+    null_axis.axhline(0.05, color="grey", linestyle="--", linewidth=0.8)
+    null_axis.set_xticks(range(len(settings)), settings, rotation=30)
+    null_axis.set_ylim(0, 1.05)
+    null_axis.set_ylabel("share of seeds with a significant slice")
+    null_axis.set_title("Held-out significance (p < 0.05)")
     figure.tight_layout()
     return figure
 
@@ -846,4 +813,84 @@ def figure_planning(
         axis.legend(fontsize="x-small")
     figure.suptitle(f"{dataset}: how much data until the target is met")
     figure.tight_layout()
+    return figure
+
+
+SLICE_IMAGES = 6
+
+
+def figure_slices(
+    summary: pd.DataFrame,
+    images_by_slice: dict[int, list[np.ndarray]],
+    method: str,
+    style: dict,
+    dataset: str,
+) -> Figure:
+    """The held-out gap of each method's worst slice, and the top slices' images.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        The slices summary (:func:`hetcv.slices.dataset_slices`) at one n: ``method, slice,
+        size, metric, gap, gap_low, gap_high, p_value, outcome_defined``.
+    images_by_slice : dict of int to list of ndarray
+        For ``method``'s ranked slices, their highest-scoring members' images; empty for a
+        features source.
+    method : str
+        ``slices.method``, the method the images show.
+    style : dict
+        The report style.
+    dataset : str
+        Title prefix.
+
+    Returns
+    -------
+    Figure
+        Top: one bar per method (gap with its 95 % CI, hatched where outcome-defined); below,
+        one row of images per slice of ``method``.
+    """
+    worst = summary[summary["slice"] == 0].sort_values("gap")
+    rows = len(images_by_slice)
+    figure = Figure(figsize=(style["width"], style["height"] + 1.0 * rows), layout="constrained")
+    grid = figure.add_gridspec(1 + rows, SLICE_IMAGES, height_ratios=[3] + [1] * rows)
+    axis = figure.add_subplot(grid[0, :])
+    positions = np.arange(len(worst))
+    axis.barh(
+        positions,
+        100 * worst["gap"],
+        xerr=100 * np.vstack([worst["gap"] - worst["gap_low"], worst["gap_high"] - worst["gap"]]),
+        color=["0.8" if outcome else "C0" for outcome in worst["outcome_defined"]],
+        hatch=None,
+        capsize=3,
+    )
+    for position, row in zip(positions, worst.itertuples(), strict=True):
+        if row.outcome_defined:
+            axis.patches[position].set_hatch("//")
+    axis.axvline(0, color="0.3", linewidth=0.8)
+    axis.set_yticks(
+        positions,
+        [
+            f"{row.method}{' (outcome-defined)' if row.outcome_defined else ''}"
+            for row in worst.itertuples()
+        ],
+        fontsize="small",
+    )
+    axis.set_xlabel("held-out failure gap of the worst slice to the rest (points, 95 % CI)")
+    n = int(summary["n"].iloc[0])
+    axis.set_title(f"{dataset}, n = {n}: where it hurts (cross-fitted)", fontsize="medium")
+    shown = summary[summary["method"] == method].set_index("slice")
+    for row, (rank, images) in enumerate(sorted(images_by_slice.items()), start=1):
+        for column in range(SLICE_IMAGES):
+            panel = figure.add_subplot(grid[row, column])
+            panel.axis("off")
+            if column < len(images):
+                show_image(panel, images[column])
+        slice_row = shown.loc[rank]
+        figure.axes[-SLICE_IMAGES].set_title(
+            f"{method} slice {rank}: {slice_row['size']:.0f} per fold, metric "
+            f"{slice_row['metric']:.2f}, gap {100 * slice_row['gap']:+.1f} points "
+            f"(p {slice_row['p_value']:.2g})",
+            fontsize="small",
+            loc="left",
+        )
     return figure

@@ -63,3 +63,20 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """
     with atomic_path(path) as temporary:
         frame.to_csv(temporary, index=False)
+
+
+def optional_file(named: str | list[str]) -> str | None:
+    """The one path of a named input that may be empty (an input function's ``[]``).
+
+    Parameters
+    ----------
+    named : str or list of str
+        A :func:`hetcv.jobs.named_files` value: one path, or a list of none or one.
+
+    Returns
+    -------
+    str or None
+    """
+    if isinstance(named, str):
+        return named
+    return named[0] if named else None

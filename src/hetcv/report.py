@@ -10,7 +10,7 @@ import pandas as pd
 
 from hetcv import figures, tables
 from hetcv.columns import VERDICT_TABLES
-from hetcv.io import atomic_path
+from hetcv.io import atomic_path, optional_file
 from hetcv.pictures import gallery_samples, scatter_points
 from hetcv.subgroups import subgroup_shares
 from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict
@@ -19,6 +19,11 @@ from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict
 def read_tables(paths: dict[str, str], names) -> dict[str, pd.DataFrame]:
     """The Parquet files ``paths[name]`` for each of ``names``, read, by name."""
     return {name: pd.read_parquet(paths[name]) for name in names}
+
+
+def read_per_sample(path: str) -> pd.DataFrame:
+    """A per-sample CSV with ``sample_id`` as text: ids such as RSNA's ``1377`` stay ids."""
+    return pd.read_csv(path, dtype={"sample_id": str})
 
 
 def save_figures(made: dict, outputs: dict, style: dict) -> None:
@@ -123,7 +128,7 @@ def run_pictures_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``dataset``, ``task``, ``selected``, ``style``, ``pca_components`` and ``seed``.
     """
     dataset, task, selected, style = (params[k] for k in ("dataset", "task", "selected", "style"))
-    per_sample = pd.read_csv(inputs["export"])
+    per_sample = read_per_sample(inputs["export"])
     points_by_n = {}
     for path in inputs["first_folds"]:
         fold = pd.read_parquet(path)
@@ -172,7 +177,7 @@ def run_subgroups_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``dataset``, ``style`` (and the reporting keys it ignores).
     """
     subgroup = pd.read_parquet(inputs["manifest"]).set_index("sample_id")["subgroup"]
-    shares = subgroup_shares(pd.read_csv(inputs["export"]), subgroup)
+    shares = subgroup_shares(read_per_sample(inputs["export"]), subgroup)
     made = {"subgroups": figures.figure_subgroups(shares, params["style"], params["dataset"])}
     save_figures(made, outputs, params["style"])
 
@@ -187,16 +192,57 @@ def run_summary_md_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``summary``.
     params : dict
-        ``datasets`` (dataset → metric name) and ``selected``.
+        ``datasets`` (dataset → metric name), ``selected`` and ``slice_method``.
     """
     parts = [SUMMARY_INTRODUCTION]
     for dataset, metric in params["datasets"].items():
         paths = {table: inputs[f"{dataset}_{table}"] for table in VERDICT_TABLES}
         summary = read_tables(paths, VERDICT_TABLES)
         verdict_tables = (summary[table] for table in VERDICT_TABLES)
-        parts.append(dataset_verdict(dataset, metric, *verdict_tables, params["selected"]))
+        parts.append(
+            dataset_verdict(
+                dataset,
+                metric,
+                *verdict_tables,
+                params["selected"],
+                slice_method=params["slice_method"],
+            )
+        )
     with atomic_path(outputs["summary"]) as path:
         path.write_text("\n".join(parts))
+
+
+def run_slices_figure_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The slices_figure rule: each method's worst slice and ``slices.method``'s images.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``per_sample`` (``slices_per_sample.csv``), ``slices`` (the summary), ``manifest`` and
+        ``images`` (empty for a features source).
+    outputs : dict
+        ``slices_png`` and ``slices_pdf``.
+    params : dict
+        ``dataset``, ``style`` and ``method`` (``slices.method``).
+    """
+    summary = pd.read_parquet(inputs["slices"])
+    largest = int(summary["n"].max())
+    summary = summary[summary["n"] == largest]
+    images_by_slice = {}
+    if images := optional_file(inputs["images"]):
+        pixels = np.load(images, mmap_mode="r")
+        row_of = pd.Series(
+            np.arange(len(pixels)), index=pd.read_parquet(inputs["manifest"])["sample_id"]
+        )
+        per_sample = read_per_sample(inputs["per_sample"])
+        shown = per_sample[per_sample["n"] == largest].query("method == @params['method']")
+        for rank in sorted(summary.loc[summary["method"] == params["method"], "slice"]):
+            top = shown[shown["slice"] == rank].nlargest(figures.SLICE_IMAGES, "score")
+            images_by_slice[int(rank)] = [pixels[row_of[sample]] for sample in top["sample_id"]]
+    figure = figures.figure_slices(
+        summary, images_by_slice, params["method"], params["style"], params["dataset"]
+    )
+    save_figures({"slices": figure}, outputs, params["style"])
 
 
 def run_validation_figure_job(inputs: dict, outputs: dict, params: dict) -> None:

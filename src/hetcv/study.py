@@ -208,6 +208,11 @@ def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
             ) from None
     study = Study(config, sizes, folds, smallest)
     _check_clustering(study)
+    if config["slices"]["embedding"] == "pixels" and study.feature_datasets:
+        raise HetcvError(
+            "slices.embedding: 'pixels' needs images, and the features source of datasets."
+            f"{study.feature_datasets[0]} has none (use 'model', the table's own embedding)"
+        )
     return study
 
 
@@ -410,6 +415,18 @@ def _variants(study: Study, w) -> dict:
     }
 
 
+def _slices(study: Study, w) -> dict:
+    clustering = study.config["clustering"]
+    return {
+        "task": study.dataset(w.dataset)["task"],
+        "metadata_columns": study.dataset(w.dataset)["source"].get("metadata_columns", []),
+        # The method shown (slices.method) is for the reports: every method runs here.
+        "slices": {key: value for key, value in study.config["slices"].items() if key != "method"},
+        "clustering": {**study.selected, "fcm": clustering["fcm"]},
+        "seed": derive_seed(study.config["seed"], w.dataset, "slices"),
+    }
+
+
 def _reporting(study: Study, w) -> dict:
     task = study.dataset(w.dataset)["task"]
     return {
@@ -434,6 +451,14 @@ def _figures(study: Study, w) -> dict:
     return {**_reporting(study, w), "style": study.config["report"]}
 
 
+def _slices_figure(study: Study, w) -> dict:
+    return {
+        "dataset": w.dataset,
+        "method": study.config["slices"]["method"],
+        "style": study.config["report"],
+    }
+
+
 def _export(study: Study, w) -> dict:
     return {"task": study.dataset(w.dataset)["task"], "selected": study.selected}
 
@@ -449,6 +474,7 @@ def _pictures(study: Study, w) -> dict:
 def _summary_md(study: Study, w) -> dict:
     return {
         "selected": study.selected,
+        "slice_method": study.config["slices"]["method"],
         "datasets": {
             name: metric_name(study.dataset(name)["task"], study.config["metric"]["classification"])
             for name in study.datasets
@@ -460,9 +486,8 @@ def _validation(study: Study, w) -> dict:
     planted = study.planted_datasets()
     return {
         "settings": {name: study.dataset(name)["source"] for name in planted},
-        "selected": study.selected,
-        "replicates": study.config["validation"]["calibration_replicates"],
-        "permutations": study.config["clustering"]["null_permutations"],
+        **study.config["validation"],
+        "clustering": {**study.selected, "fcm": study.config["clustering"]["fcm"]},
         "seed": derive_seed(study.config["seed"], "validation"),
     }
 
@@ -480,6 +505,8 @@ PARAMS = {
     "cluster": _cluster,
     "summarize": _summarize,
     "plan": _plan,
+    "slices": _slices,
+    "slices_figure": _slices_figure,
     "subgroup_variants": _variants,
     "tables": _reporting,
     "figures": _figures,

@@ -1,42 +1,53 @@
-"""Does the method find what it claims? The planted-subgroup benchmark (``make validate``).
+"""Does slice discovery find what it claims? The planted-subgroup benchmark (``make validate``).
 
 Each validation dataset is a digits setting with a known ``planted`` group (``hetcv.data``):
-a rare digit, a digit with noisy labels, or nothing (``balanced``, the null). For every sample
-size the selected clustering's worst cluster is scored against the planted indicator with the
-dcbench protocol (``hetcv.subgroups.recovery``: precision@10 / @25, AUROC of the worst-cluster
-membership degree, lift), averaged over folds × repeats, next to two baselines that need no
-features:
+a rare digit, a digit with noisy labels, or nothing (``balanced``, the null), at one seed
+(``source.draw`` redraws the planted sample; the dataset's name reseeds the training). The
+benchmark is fair in the manner of dcbench (Eyuboglu et al. 2022):
 
-- ``confusion_cells``: one cluster per (true, predicted) cell of the fold's confusion matrix;
-  the worst cell is the one with the lowest accuracy (ties: the larger cell), its samples
-  ranked by their loss, every other sample below them in random order.
-- ``random_partition``: the method's own partition with its labels shuffled across samples
-  (the same cluster sizes), worst cluster chosen by accuracy as for the method; members are
-  ranked at random.
+- **Tuning and test digits.** Datasets whose planted ``digit`` is ``validation.tuning_digit``
+  choose each method's settings (:data:`TUNING_GRID` × ``validation.embeddings`` ×
+  :data:`PCA_GRID`) by their mean precision@10; everything is then frozen and scored on the
+  other datasets (the test digit and the null). The default ``slices.method`` is the method
+  with the best tuning score.
+- **Cross-fitted scoring** (:mod:`hetcv.slices`): per fold, slices are found on one half of the
+  held-out samples and ranked on the other; precision@10, precision@25 and the AUROC of the
+  worst-slice score against the planted indicator are computed per evaluation half and
+  averaged over folds and halves.
+- **Held-out significance**: a seed "reports a significant slice" when its worst slice's
+  cross-fitted gap (:func:`hetcv.slices.slice_summary`) has a one-sided p < 0.05. With
+  nothing planted that rate is the false-positive rate.
+- **The ceiling** of each dataset: the planted group's accuracy against the rest's and the
+  share of errors that are planted. A group whose accuracy is within noise of the rest's cannot
+  be found by its errors.
 
-The heterogeneity test's calibration (``null_calibration``) uses the real partitions of the
-``balanced`` setting: each replicate replaces the per-sample correctness by a random
-permutation of itself (so correctness is independent of the clusters, the test's null) and
-runs the same permutation test as the summary (``hetcv.heterogeneity.permutation_null``); the
-false-positive rate is the share of replicates with p < 0.05. With nothing planted, how often
-the two tests of the real data fire is in the table's ``p_holm`` and ``p_holm_calibrated``.
+Paired comparisons use the seeds: for each setting, the per-seed difference between two
+methods' precision@10 with a t interval over seeds.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from hetcv.columns import NULL_SETTING, P_VALUE_COLUMNS
-from hetcv.heterogeneity import FoldPartitions, SampleSize, excess_cv, permutation_null
-from hetcv.metrics import ClusterMetric
+from hetcv.columns import NULL_SETTING
+from hetcv.errors import HetcvError
 from hetcv.seeding import derive_seed
-from hetcv.stats import SIGNIFICANCE, cluster_metrics
+from hetcv.slices import BASELINES, METHODS, fold_slices, fold_vectors, slice_summary
+from hetcv.stats import SIGNIFICANCE
 from hetcv.subgroups import recovery
 
-METHODS = ("hetcv", "confusion_cells", "random_partition")
-TEST_COLUMNS = ["cv", "debiased_cv", "null_cv", "excess_cv", *P_VALUE_COLUMNS]
-RECOVERY = ["precision_at_10", "precision_at_25", "auroc", "lift", "precision", "recall"]
+TUNING_GRID = {
+    "domino": [{"components": c, "gamma": g} for c in (10, 25) for g in (1.0, 10.0)],
+    "george": [{"components": c} for c in (3, 6)],
+    "error_predictor": [{"c": c} for c in (0.1, 1.0)],
+    "worst_cluster": [{}],
+}
+PCA_GRID = (10, 25)
+RECOVERY = ["precision_at_10", "precision_at_25", "auroc"]
 
 
 def setting_label(source: dict) -> str:
@@ -81,405 +92,418 @@ def setting_order(source: dict) -> tuple[int, float]:
     )
 
 
-def confusion_cell_ranking(
-    fold: pd.DataFrame, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(in_worst, score)`` of the confusion-cell baseline for one held-out fold.
+def ceiling(folds: list[pd.DataFrame], planted: pd.Series) -> dict[str, float]:
+    """What errors can reveal: the planted group's accuracy against the rest's.
 
     Parameters
     ----------
-    fold : DataFrame
-        The fold's features rows: ``target, predicted_label, correct, loss``.
-    rng : Generator
-        Orders the samples outside the worst cell.
-
-    Returns
-    -------
-    in_worst : ndarray of shape (n_samples,)
-        Boolean: the sample is in the worst (true, predicted) cell, the one with the lowest
-        accuracy (ties: the larger cell).
-    score : ndarray of shape (n_samples,)
-        1 + the loss percentile in the worst cell, uniform in [0, 0.5) elsewhere.
-    """
-    cells = fold["target"].astype(str) + "→" + fold["predicted_label"].astype(str)
-    accuracy = fold.groupby(cells)["correct"].agg(["mean", "size"])
-    worst = accuracy.sort_values(["mean", "size"], ascending=[True, False]).index[0]
-    in_worst = (cells == worst).to_numpy()
-    loss_rank = fold["loss"].rank(pct=True).to_numpy()
-    return in_worst, np.where(in_worst, 1.0 + loss_rank, 0.5 * rng.random(len(fold)))
-
-
-def random_partition_ranking(
-    labels: np.ndarray, correct: np.ndarray, k: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(in_worst, score)`` of a random partition with the sizes of ``labels``.
-
-    Parameters
-    ----------
-    labels : ndarray of shape (n_samples,)
-        The method's hard labels, shuffled across samples.
-    correct : ndarray of shape (n_samples,)
-        Correctness, 0/1; the worst shuffled cluster has the lowest accuracy.
-    k : int
-        Number of clusters.
-    rng : Generator
-        Draws the shuffle and the order within each side.
-
-    Returns
-    -------
-    in_worst : ndarray of shape (n_samples,)
-        Boolean: in the worst shuffled cluster.
-    score : ndarray of shape (n_samples,)
-        ``in_worst`` plus uniform noise in [0, 0.5): members first, in random order.
-    """
-    shuffled = rng.permutation(labels)
-    metric, _ = cluster_metrics(shuffled, correct, k, ClusterMetric("accuracy"))
-    in_worst = shuffled == int(np.nanargmin(metric))
-    return in_worst, in_worst + 0.5 * rng.random(len(labels))
-
-
-def fold_recovery(
-    fold: pd.DataFrame,
-    assignments: pd.DataFrame,
-    runs: pd.DataFrame,
-    planted: pd.Series,
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Recovery of the planted group in one fold by the method and the two baselines.
-
-    Parameters
-    ----------
-    fold : DataFrame
-        The fold's features table: ``sample_id, target, predicted_label, correct, loss``.
-    assignments, runs : DataFrame
-        The selected clustering's assignment and run rows of this fold.
-    planted : Series of bool
-        Whether each sample is planted, indexed by ``sample_id``.
-    rng : Generator
-        Randomness of both baselines.
-
-    Returns
-    -------
-    DataFrame
-        One row per (method, repeat): ``method, repeat`` and the :func:`recovery` columns;
-        ``confusion_cells`` has one row, as repeat 0.
-    """
-    fold = fold.set_index("sample_id")
-    member = planted.loc[fold.index].to_numpy(dtype=bool)
-    correct = fold["correct"].to_numpy(dtype=np.float64)
-    in_worst, score = confusion_cell_ranking(fold, rng)
-    rows = [{"method": "confusion_cells", "repeat": 0, **recovery(in_worst, score, member)}]
-    worst_of = runs.set_index("repeat")["worst_cluster"]
-    k = int(runs["n_clusters"].iloc[0])
-    for repeat, run in assignments.groupby("repeat", sort=True):
-        run = run.set_index("sample_id").loc[fold.index]
-        labels = run["cluster"].to_numpy()
-        in_worst = labels == worst_of.loc[repeat]
-        membership = run["worst_membership"].to_numpy()
-        rows.append({"method": "hetcv", "repeat": repeat, **recovery(in_worst, membership, member)})
-        in_worst, score = random_partition_ranking(labels, correct, k, rng)
-        rows.append(
-            {"method": "random_partition", "repeat": repeat, **recovery(in_worst, score, member)}
-        )
-    return pd.DataFrame(rows)
-
-
-def planted_accuracy(features: pd.DataFrame, planted: pd.Series) -> dict[str, float]:
-    """Accuracy overall, of the planted samples and of the others.
-
-    Parameters
-    ----------
-    features : DataFrame
-        Held-out rows (``sample_id, correct``), e.g. every fold at one n.
+    folds : list of DataFrame
+        Held-out rows (``sample_id, correct``) of every fold.
     planted : Series of bool
         Planted indicator, indexed by ``sample_id``.
 
     Returns
     -------
     dict of str to float
-        ``accuracy``, ``planted_accuracy`` (NaN when nothing is planted), ``other_accuracy``.
+        ``accuracy``, ``planted_accuracy`` and ``other_accuracy`` (NaN where empty),
+        ``planted_error_share`` (planted errors / all errors), ``planted_share`` and
+        ``planted_gap_p`` (Fisher's exact test, one-sided: planted accuracy lower).
     """
-    member = planted.loc[features["sample_id"]].to_numpy(dtype=bool)
-    correct = features["correct"].to_numpy(dtype=np.float64)
+    rows = pd.concat(folds, ignore_index=True)
+    member = planted.loc[rows["sample_id"]].to_numpy(dtype=bool)
+    correct = rows["correct"].to_numpy(dtype=bool)
+    table = [
+        [int((~correct & member).sum()), int((correct & member).sum())],
+        [int((~correct & ~member).sum()), int((correct & ~member).sum())],
+    ]
     return {
         "accuracy": correct.mean(),
         "planted_accuracy": correct[member].mean() if member.any() else np.nan,
         "other_accuracy": correct[~member].mean(),
+        "planted_error_share": (~correct & member).sum() / max(1, (~correct).sum()),
+        "planted_share": member.mean(),
+        "planted_gap_p": (
+            stats.fisher_exact(table, alternative="greater").pvalue if member.any() else np.nan
+        ),
     }
 
 
-def setting_table(
-    setting: str,
-    dataset: str,
-    features: pd.DataFrame,
-    assignments: pd.DataFrame,
-    runs: pd.DataFrame,
-    cv: pd.DataFrame,
-    planted: pd.Series,
-    seed: int,
-) -> pd.DataFrame:
-    """One validation dataset's rows: per (n, method), recovery and the heterogeneity test.
+def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, float]:
+    """Precision@10, @25 and AUROC per (fold, evaluation half), averaged.
 
     Parameters
     ----------
-    setting : str
-        The setting's label (:func:`setting_label`).
-    dataset : str
-        The validation dataset's name; it also keys the random baselines' seeds.
-    features, assignments, runs : DataFrame
-        Held-out rows, assignments and run rows of every (n, fold) of the selected clustering.
-    cv : DataFrame
-        The dataset's summary CV table restricted to the selected clustering (one row per n).
+    per_sample : DataFrame
+        One method's :func:`hetcv.slices.fold_slices` rows with ``fold``.
     planted : Series of bool
-        True for the planted samples, indexed by ``sample_id``.
-    seed : int
-        The config's seed; with dataset, n and fold it seeds each fold's baselines.
+        Indexed by ``sample_id``.
+
+    Returns
+    -------
+    dict of str to float
+        :data:`RECOVERY` (NaN when nothing is planted).
+    """
+    member = planted.loc[per_sample["sample_id"]].to_numpy(dtype=bool)
+    if not member.any():
+        return dict.fromkeys(RECOVERY, np.nan)
+    scores = []
+    for _, rows in per_sample.assign(member=member).groupby(["fold", "half"], sort=True):
+        found = recovery(
+            rows["slice"].to_numpy() == 0, rows["score"].to_numpy(), rows["member"].to_numpy()
+        )
+        scores.append([found[key] for key in RECOVERY])
+    return dict(zip(RECOVERY, np.nanmean(np.array(scores, dtype=float), axis=0), strict=True))
+
+
+class PlantedDataset:
+    """One validation dataset's held-out folds, embeddings and planted indicator.
+
+    Parameters
+    ----------
+    name : str
+    source : dict
+        Its ``source`` config.
+    manifest : DataFrame
+        With ``sample_id`` and ``planted``.
+    images : ndarray
+        ``images.npy`` (rows as in the manifest).
+    folds : list of DataFrame
+        Every (n, fold)'s features rows; the largest n is scored.
+    """
+
+    def __init__(self, name, source, manifest, images, folds):
+        self.name, self.source = name, source
+        self.planted = manifest.set_index("sample_id")["planted"]
+        largest = max(int(fold["n"].iloc[0]) for fold in folds)
+        self.folds = [fold for fold in folds if int(fold["n"].iloc[0]) == largest]
+        row_of = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"])
+        self.vectors = {
+            embedding: [fold_vectors(fold, embedding, images, row_of) for fold in self.folds]
+            for embedding in ("model", "pixels")
+        }
+
+    @property
+    def label(self) -> str:
+        return setting_label(self.source)
+
+    def slices(self, method: str, settings: dict, clustering: dict, seed: int) -> pd.DataFrame:
+        """One method's cross-fitted rows over every fold (``settings``: + embedding, pca)."""
+        parts = []
+        for number, (fold, vectors) in enumerate(
+            zip(self.folds, self.vectors[settings["embedding"]], strict=True)
+        ):
+            found = fold_slices(
+                fold,
+                vectors,
+                task="classification",
+                settings={"pca_components": settings["pca_components"], method: settings},
+                clustering=clustering,
+                seed=derive_seed(seed, self.name, number),
+                methods=(method,),
+            )
+            parts.append(found.assign(n=int(fold["n"].iloc[0]), fold=number))
+        return pd.concat(parts, ignore_index=True)
+
+    def score(self, method: str, settings: dict, clustering: dict, seed: int) -> dict:
+        """Recovery and the held-out significance of one method's worst slice."""
+        per_sample = self.slices(method, settings, clustering, seed)
+        worst = slice_summary(per_sample).query("slice == 0")
+        p_value = float(worst["p_value"].iloc[0]) if len(worst) else np.nan
+        return {
+            **half_recovery(per_sample, self.planted),
+            "gap": float(worst["gap"].iloc[0]) if len(worst) else np.nan,
+            "p_value": p_value,
+            "significant": bool(p_value < SIGNIFICANCE),
+        }
+
+
+def candidate_settings(method: str, embeddings: list[str]) -> list[dict]:
+    """Every setting the tuning tries for ``method``: grid × embeddings × PCA widths."""
+    grid = TUNING_GRID.get(method, [{}])
+    return [
+        {**setting, "embedding": embedding, "pca_components": width}
+        for setting, embedding, width in itertools.product(grid, embeddings, PCA_GRID)
+    ]
+
+
+def tune(
+    datasets: list[PlantedDataset], embeddings: list[str], clustering: dict, seed: int
+) -> pd.DataFrame:
+    """Every candidate setting of every method on the tuning datasets.
 
     Returns
     -------
     DataFrame
-        Per (n, method): ``setting, dataset, n, method, planted_share``, the
-        :func:`planted_accuracy` keys, the :data:`RECOVERY` columns (NaN when nothing is
-        planted) and, for ``hetcv`` only, the :data:`TEST_COLUMNS` of ``cv``.
+        One row per (method, candidate, dataset): ``method, settings`` (JSON), ``dataset``
+        and :data:`RECOVERY`.
     """
+    import json
+
     rows = []
-    for n, size_features in features.groupby("n", sort=True):
-        per_fold = []
-        for fold, fold_features in size_features.groupby("fold", sort=True):
-            rng = np.random.default_rng(derive_seed(seed, dataset, n, fold, "random"))
-            where = (assignments["n"] == n) & (assignments["fold"] == fold)
-            runs_here = runs[(runs["n"] == n) & (runs["fold"] == fold)]
-            per_fold.append(
-                fold_recovery(fold_features, assignments[where], runs_here, planted, rng)
-            )
-        recovered = pd.concat(per_fold).groupby("method")[RECOVERY].mean()
-        test = cv.set_index("n").loc[n]
-        for method in METHODS:
-            row = {
-                "setting": setting,
-                "dataset": dataset,
-                "n": int(n),
-                "method": method,
-                "planted_share": planted.loc[size_features["sample_id"]].mean(),
-                **planted_accuracy(size_features, planted),
-            }
-            row.update(
-                recovered.loc[method].to_dict()
-                if planted.any()
-                else dict.fromkeys(RECOVERY, np.nan)
-            )
-            if method == "hetcv":
-                row.update(test[TEST_COLUMNS].to_dict())
-            rows.append(row)
+    for method in METHODS:
+        for settings in candidate_settings(method, embeddings):
+            for dataset in datasets:
+                found = dataset.score(method, settings, clustering, seed)
+                rows.append(
+                    {
+                        "method": method,
+                        "settings": json.dumps(settings, sort_keys=True),
+                        "dataset": dataset.name,
+                        "setting": dataset.label,
+                        **{key: found[key] for key in RECOVERY},
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def null_calibration(
-    features: pd.DataFrame,
-    assignments: pd.DataFrame,
-    replicates: int,
-    permutations: int,
-    seed: int,
+def chosen_settings(tuning: pd.DataFrame) -> tuple[dict[str, dict], str]:
+    """Each method's best candidate (mean precision@10, then AUROC) and the default method.
+
+    Returns
+    -------
+    settings : dict of str to dict
+        Method → its frozen settings.
+    default : str
+        The method whose best candidate scores highest.
+    """
+    import json
+
+    means = tuning.groupby(["method", "settings"])[["precision_at_10", "auroc"]].mean()
+    means = means.sort_values(["precision_at_10", "auroc"], ascending=False)
+    best = means.reset_index().drop_duplicates("method")
+    settings = {row.method: json.loads(row.settings) for row in best.itertuples()}
+    return settings, best["method"].iloc[0]
+
+
+def scored_table(
+    datasets: list[PlantedDataset], settings: dict[str, dict], clustering: dict, seed: int
 ) -> pd.DataFrame:
-    """False-positive rate of the heterogeneity test when correctness ignores the clusters.
-
-    For every n and replicate, each fold's correctness is permuted across its samples, then
-    the fold × repeat averaged CV is tested exactly as the summary tests it. Permuting
-    correctness meets the test's null by construction, so this checks the implementation on
-    real cluster sizes, not a realistic null.
-
-    Parameters
-    ----------
-    features : DataFrame
-        The null setting's held-out rows: ``n, fold, sample_id, correct``.
-    assignments : DataFrame
-        Its selected clustering's ``n, fold, repeat, sample_id, cluster``.
-    replicates : int
-        Permuted-correctness replicates per n.
-    permutations : int
-        Permutations of each replicate's test.
-    seed : int
-        The config's seed.
+    """Every method (frozen settings) and baseline on the test datasets, with their ceilings.
 
     Returns
     -------
     DataFrame
-        Per n: ``n, replicates``, ``false_positive_rate`` (share of p < 0.05),
-        ``mean_p_value`` and ``mean_excess_cv`` (√(CV² − null CV²)).
+        One row per (dataset, method): ``setting, dataset, draw, method``, :data:`RECOVERY`,
+        ``gap, p_value, significant`` and the :func:`ceiling` columns.
     """
     rows = []
-    for n, size_features in features.groupby("n", sort=True):
-        folds = []
-        for fold, fold_features in size_features.groupby("fold", sort=True):
-            at = assignments[(assignments["n"] == n) & (assignments["fold"] == fold)]
-            labels = at.pivot(index="repeat", columns="sample_id", values="cluster")
-            labels = labels[fold_features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
-            folds.append((fold_features["correct"].to_numpy(dtype=np.float64), labels))
-        k = int(max(labels.max() for _, labels in folds)) + 1
-        rng = np.random.default_rng(derive_seed(seed, "calibration", n))
-        p_values, excess = [], []
-        for replicate in range(replicates):
-            sample = SampleSize(
-                folds=[FoldPartitions(rng.permutation(score), labels) for score, labels in folds],
-                k=k,
-                task="classification",
+    baseline = {"embedding": "model", "pca_components": PCA_GRID[0]}
+    for dataset in datasets:
+        limit = ceiling(dataset.folds, dataset.planted)
+        for method in METHODS + BASELINES:
+            found = dataset.score(method, settings.get(method, baseline), clustering, seed)
+            rows.append(
+                {
+                    "setting": dataset.label,
+                    "dataset": dataset.name,
+                    "draw": dataset.source.get("draw", 0),
+                    "method": method,
+                    **found,
+                    **limit,
+                }
             )
-            null = permutation_null(sample, permutations, derive_seed(seed, n, replicate))
-            p_values.append(null.p_value)
-            excess.append(excess_cv(null.observed_cv, null.null_cv))
-        p_values = np.array(p_values)
+    return pd.DataFrame(rows)
+
+
+def paired_difference(table: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
+    """Per setting: the mean over seeds of ``first``'s precision@10 minus ``second``'s.
+
+    Returns
+    -------
+    DataFrame
+        ``setting, seeds, difference, low, high`` (95 % t interval over seeds; NaN bounds
+        with fewer than two seeds).
+    """
+    wide = table.pivot_table(
+        index=["setting", "draw"], columns="method", values="precision_at_10", sort=False
+    )
+    rows = []
+    for setting, frame in wide.groupby(level="setting", sort=False):
+        difference = (frame[first] - frame[second]).dropna().to_numpy()
+        if len(difference) == 0:
+            continue
+        mean = difference.mean()
+        half = (
+            stats.t.ppf(0.975, len(difference) - 1)
+            * difference.std(ddof=1)
+            / np.sqrt(len(difference))
+            if len(difference) > 1
+            else np.nan
+        )
         rows.append(
             {
-                "n": int(n),
-                "replicates": replicates,
-                "false_positive_rate": float(np.mean(p_values < SIGNIFICANCE)),
-                "mean_p_value": float(p_values.mean()),
-                "mean_excess_cv": float(np.mean(excess)),
+                "setting": setting,
+                "seeds": len(difference),
+                "difference": mean,
+                "low": mean - half,
+                "high": mean + half,
             }
         )
     return pd.DataFrame(rows)
 
 
-def summary_markdown(table: pd.DataFrame, calibration: pd.DataFrame) -> str:
-    """The README's "Does it work?" tables, as measured.
+def mean_interval(values: pd.Series) -> str:
+    """``0.62 (0.48–0.76)``: the mean over seeds with its 95 % t interval."""
+    values = values.dropna()
+    if len(values) < 2:
+        return f"{values.mean():.2f}" if len(values) else "–"
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return f"{values.mean():.2f} ({values.mean() - half:.2f}–{values.mean() + half:.2f})"
+
+
+def summary_markdown(
+    table: pd.DataFrame, tuning: pd.DataFrame, settings: dict, default: str
+) -> str:
+    """The README's "Does it work?": the whole benchmark, as measured.
 
     Parameters
     ----------
     table : DataFrame
-        The recovery table (:func:`setting_table` rows of every setting).
-    calibration : DataFrame
-        The null calibration (:func:`null_calibration`).
+        :func:`scored_table`.
+    tuning : DataFrame
+        :func:`tune`.
+    settings : dict
+        Each method's frozen settings.
+    default : str
+        The default method.
 
     Returns
     -------
     str
-        Markdown: recovery (AUROC, precision@10) per setting, n and method, the ``hetcv``
-        rows' test columns and the calibration; it ends with a newline.
+        Markdown, ending with a newline.
     """
-    shown = table.copy()
-    shown["method"] = pd.Categorical(shown["method"], METHODS)
-    recovery_view = shown.pivot_table(
-        index=["setting", "n"],
-        columns="method",
-        values=["auroc", "precision_at_10"],
-        observed=True,
-        sort=False,
-    )
-    recovery_view.columns = [f"{value} {method}" for value, method in recovery_view.columns]
-    test_view = shown[shown["method"] == "hetcv"].set_index(["setting", "n"])[
-        ["accuracy", "planted_accuracy", "lift", *TEST_COLUMNS]
+    methods = list(METHODS + BASELINES)
+    planted = table[table["setting"] != NULL_SETTING]
+    order = list(dict.fromkeys(planted["setting"]))
+    sections = [
+        f"Default method (best tuning precision@10): **{default}**. Frozen settings: "
+        + "; ".join(f"{method} {settings[method]}" for method in METHODS)
+        + ".",
     ]
-    return (
-        "\n\n".join(
-            [
-                "Recovery of the planted group by the worst cluster (AUROC, precision@10):",
-                recovery_view.round(2).reset_index().to_markdown(index=False),
-                "The heterogeneity test (CV in %):",
-                test_view.round(3).reset_index().to_markdown(index=False),
-                "Null calibration (correctness permuted within each fold of the null setting):",
-                calibration.round(3).to_markdown(index=False),
-            ]
+    for value, title in (
+        ("precision_at_10", "Precision@10"),
+        ("precision_at_25", "Precision@25"),
+        ("auroc", "AUROC of the worst-slice score"),
+    ):
+        by_cell = planted.groupby(["setting", "method"], sort=False)[value]
+        view = by_cell.apply(mean_interval).unstack().reindex(index=order, columns=methods)
+        sections += [f"{title} on the test digit (mean over seeds, 95 % CI):", view.to_markdown()]
+    paired = []
+    for baseline in BASELINES + tuple(m for m in METHODS if m != default):
+        for row in paired_difference(planted, default, baseline).itertuples():
+            paired.append(
+                {
+                    "setting": row.setting,
+                    "against": baseline,
+                    "difference": f"{row.difference:+.2f} ({row.low:+.2f} to {row.high:+.2f})",
+                }
+            )
+    if paired:
+        paired_view = pd.DataFrame(paired).pivot(
+            index="setting", columns="against", values="difference"
         )
-        + "\n"
+        sections += [
+            f"Paired across seeds: {default}'s precision@10 minus each other method's (95 % CI):",
+            paired_view.reindex(order).to_markdown(),
+        ]
+    rates = table.groupby(["setting", "method"], sort=False)["significant"].mean().unstack()
+    sections += [
+        "Share of seeds with a significant held-out slice (one-sided p < 0.05 of the worst "
+        "slice's cross-fitted gap); with nothing planted this is the false-positive rate. "
+        "The outcome-defined baselines (loss, confusion_cell) select on the measured half's "
+        "own errors, so for them it is no test:",
+        rates[methods].to_markdown(floatfmt=".2f"),
+    ]
+    ceilings = (
+        table.drop_duplicates("dataset")
+        .groupby("setting", sort=False)[
+            ["planted_share", "planted_accuracy", "other_accuracy", "planted_error_share"]
+        ]
+        .mean()
     )
+    found = table.drop_duplicates("dataset").groupby("setting", sort=False)["planted_gap_p"]
+    ceilings["seeds_planted_worse"] = found.apply(
+        lambda p: f"{int((p < SIGNIFICANCE).sum())}/{p.notna().sum()}"
+    )
+    sections += [
+        "The ceiling: the planted group's accuracy against the rest's, the share of errors "
+        "that are planted, and in how many seeds the planted group is significantly less "
+        "accurate (Fisher, one-sided):",
+        ceilings.to_markdown(floatfmt=".3f"),
+    ]
+    tuned = tuning.groupby(["method", "settings"])[RECOVERY].mean().reset_index()
+    tuned = tuned.sort_values(["method", "precision_at_10"], ascending=[True, False])
+    sections += [
+        "Tuning (the tuning digit; mean over its datasets):",
+        tuned.to_markdown(index=False, floatfmt=".2f"),
+    ]
+    return "\n\n".join(sections) + "\n"
 
 
-VALIDATION_INPUTS = ("manifest", "cv", "features", "assignments", "cluster_runs")
+def load_datasets(inputs: dict, sources: dict[str, dict]) -> list[PlantedDataset]:
+    """Read every planted dataset's manifest, images and folds."""
+    datasets = []
+    for name, source in sorted(sources.items(), key=lambda item: (setting_order(item[1]), item[0])):
+        folds = [pd.read_parquet(path) for path in inputs[f"{name}_features"]]
+        manifest = pd.read_parquet(inputs[f"{name}_manifest"][0])
+        images = np.load(inputs[f"{name}_images"][0], mmap_mode="r")
+        datasets.append(PlantedDataset(name, source, manifest, images, folds))
+    return datasets
 
 
-def validation_tables(
-    datasets: dict[str, dict[str, pd.DataFrame]],
-    settings: dict[str, dict],
-    *,
-    selected: dict,
-    replicates: int,
-    permutations: int,
-    seed: int,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The benchmark's recovery table and the null setting's calibration.
-
-    Parameters
-    ----------
-    datasets : dict
-        Planted dataset name → its ``manifest`` (with ``planted``), ``cv`` (summary),
-        ``features``, ``assignments`` and ``runs`` (every fold, the selected clustering).
-    settings : dict
-        Planted dataset name → its ``source`` config (``variant`` and the planted effect).
-    selected : dict
-        The selected clustering (``algorithm``, ``k``).
-    replicates, permutations, seed : int
-        The null calibration's replicates, the permutations per test, the seed.
-
-    Returns
-    -------
-    table, calibration : DataFrame
-        One row per setting and method (:func:`setting_table`), and the false-positive
-        rates of the null setting (:func:`null_calibration`).
+def split_roles(
+    datasets: list[PlantedDataset], tuning_digit: int
+) -> tuple[list[PlantedDataset], list[PlantedDataset]]:
+    """Tuning datasets (planted ``digit`` = the tuning digit) and test datasets (the rest).
 
     Raises
     ------
     HetcvError
-        Unless exactly one dataset has ``variant: balanced`` (the null setting).
+        When either side is empty, or no test dataset has nothing planted.
     """
-    from hetcv.errors import HetcvError
-
-    def selected_rows(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[(frame["algorithm"] == selected["algorithm"]) & (frame["k"] == selected["k"])]
-
-    tables, calibration = [], None
-    for dataset in sorted(datasets, key=lambda name: setting_order(settings[name])):
-        frames = datasets[dataset]
-        assignments, runs = (
-            selected_rows(frames["assignments"]),
-            selected_rows(frames["cluster_runs"]),
+    tuning = [
+        d
+        for d in datasets
+        if d.source.get("digit", 8) == tuning_digit and d.source["variant"] != "balanced"
+    ]
+    test = [d for d in datasets if d not in tuning]
+    if not tuning:
+        raise HetcvError(
+            f"validation.tuning_digit: no planted dataset has source.digit {tuning_digit}"
         )
-        planted = frames["manifest"].set_index("sample_id")["planted"]
-        label = setting_label(settings[dataset])
-        cv = selected_rows(frames["cv"])
-        tables.append(
-            setting_table(label, dataset, frames["features"], assignments, runs, cv, planted, seed)
-        )
-        if settings[dataset]["variant"] == "balanced":
-            if calibration is not None:
-                raise HetcvError("validation: more than one dataset has source.variant 'balanced'")
-            calibration = null_calibration(
-                frames["features"], assignments, replicates, permutations, seed
-            )
-    if calibration is None:
+    if not any(d.source["variant"] == "balanced" for d in test):
         raise HetcvError("validation: no dataset has source.variant 'balanced' (the null setting)")
-    return pd.concat(tables, ignore_index=True), calibration
+    if not any(d.source["variant"] != "balanced" for d in test):
+        raise HetcvError(
+            f"validation: every planted dataset uses the tuning digit {tuning_digit}; "
+            "nothing is left to test"
+        )
+    return tuning, test
 
 
 def run_validation_job(inputs: dict, outputs: dict, params: dict) -> None:
-    """The validation rule: score the planted-subgroup benchmark.
+    """The validation rule: tune on the tuning digit, score everything on the test digit.
 
     Parameters
     ----------
     inputs : dict
-        ``{dataset}_{kind}`` for each planted dataset and each kind of
-        :data:`VALIDATION_INPUTS`, each a list of paths.
+        ``{dataset}_features`` (every fold), ``{dataset}_manifest`` and ``{dataset}_images``
+        for each planted dataset.
     outputs : dict
-        ``table`` and ``calibration`` (CSV) and ``summary`` (Markdown).
+        ``table`` (the test rows, CSV), ``tuning`` (CSV) and ``summary`` (Markdown).
     params : dict
-        ``settings`` (dataset → source config) and the keyword arguments of
-        :func:`validation_tables`.
+        ``settings`` (dataset → source config), ``tuning_digit``, ``embeddings``,
+        ``clustering`` (the selected one with ``fcm``) and ``seed``.
     """
     from hetcv.io import atomic_path, write_csv
 
-    def read(paths: list[str]) -> pd.DataFrame:
-        return pd.concat(map(pd.read_parquet, paths), ignore_index=True)
-
-    settings = params["settings"]
-    datasets = {
-        name: {kind: read(inputs[f"{name}_{kind}"]) for kind in VALIDATION_INPUTS}
-        for name in settings
-    }
-    table, calibration = validation_tables(
-        datasets,
-        settings,
-        **{key: params[key] for key in ("selected", "replicates", "permutations", "seed")},
-    )
+    datasets = load_datasets(inputs, params["settings"])
+    tuning_sets, test_sets = split_roles(datasets, params["tuning_digit"])
+    clustering, seed = params["clustering"], params["seed"]
+    tuning = tune(tuning_sets, params["embeddings"], clustering, seed)
+    settings, default = chosen_settings(tuning)
+    table = scored_table(test_sets, settings, clustering, seed)
+    write_csv(tuning, outputs["tuning"])
     write_csv(table, outputs["table"])
-    write_csv(calibration, outputs["calibration"])
     with atomic_path(outputs["summary"]) as temporary:
-        temporary.write_text(summary_markdown(table, calibration))
+        temporary.write_text(summary_markdown(table, tuning, settings, default))

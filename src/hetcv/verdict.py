@@ -7,7 +7,7 @@ import pandas as pd
 
 from hetcv.metrics import LABEL
 from hetcv.profiles import over_represented
-from hetcv.stats import PAPER_CV_GUIDELINE
+from hetcv.stats import PAPER_CV_GUIDELINE, SIGNIFICANCE
 from hetcv.tables import heterogeneity_reading, select
 
 CORRELATION_LEVELS = {
@@ -113,7 +113,10 @@ def dataset_verdict(
     subgroups: pd.DataFrame,
     metadata: pd.DataFrame,
     planning: pd.DataFrame,
+    slices: pd.DataFrame,
     selected: dict,
+    *,
+    slice_method: str,
 ) -> str:
     """Write the Markdown section of ``results/summary.md`` for one dataset.
 
@@ -139,8 +142,12 @@ def dataset_verdict(
         The metadata profile (:func:`hetcv.profiles.metadata_profiles`); may be empty.
     planning : pandas.DataFrame
         The planning table (:func:`hetcv.planning.planning_table`); one sentence per row.
+    slices : pandas.DataFrame
+        The slices summary (:func:`hetcv.slices.dataset_slices`); see :func:`slices_lines`.
     selected : dict
         The selected clustering: ``{"algorithm": ..., "k": ...}``.
+    slice_method : str
+        ``slices.method``, the method whose slices "Where it hurts" names.
 
     Returns
     -------
@@ -215,8 +222,57 @@ def dataset_verdict(
         )
         lines.append(f"- What the worst cluster holds at n = {largest['n']}: {described}.")
     lines += [planning_line(row, metric) for _, row in planning.iterrows()]
-    lines.append("")
+    lines += ["", *slices_lines(slices, slice_method), ""]
     return "\n".join(lines)
+
+
+def slices_lines(slices: pd.DataFrame, method: str) -> list[str]:
+    """The "Where it hurts" paragraph: ``method``'s slices at the largest n, held-out numbers.
+
+    A slice is named as underperforming when its cross-fitted gap is significant (one-sided
+    p < 0.05); otherwise the paragraph says that no slice underperforms beyond noise.
+
+    Parameters
+    ----------
+    slices : DataFrame
+        The slices summary: ``method, n, slice, size, metric, rest_failure, gap, gap_low,
+        gap_high, p_value, profile``.
+    method : str
+        ``slices.method``.
+
+    Returns
+    -------
+    list of str
+        Markdown lines, starting with the heading.
+    """
+    rows = slices[slices["method"] == method]
+    largest = rows["n"].max()
+    rows = rows[rows["n"] == largest].sort_values("slice")
+    lines = [
+        f"### Where it hurts (n = {largest}, {method} slices)",
+        "",
+        "Found on one half of each fold's held-out samples, measured on the other, then "
+        "swapped; accuracy (1 − MSE / Var(target) for regression) and the failure gap to the "
+        "rest in points, with a 95 % CI and a one-sided p-value.",
+        "",
+    ]
+    hurting = rows[rows["p_value"] < SIGNIFICANCE]
+    for row in hurting.itertuples():
+        profile = f" It holds {row.profile}." if row.profile else ""
+        lines.append(
+            f"- Slice {row.slice}: about {row.size:.0f} held-out samples per fold, metric "
+            f"{row.metric:.3f} against {1 - row.rest_failure:.3f} for the rest; gap "
+            f"{100 * row.gap:+.1f} points (95 % CI {100 * row.gap_low:+.1f} to "
+            f"{100 * row.gap_high:+.1f}, p = {p_text(row.p_value)}).{profile}"
+        )
+    if hurting.empty and len(rows):
+        worst = rows.iloc[0]
+        lines.append(
+            f"- No slice underperforms beyond noise: the worst one's held-out gap is "
+            f"{100 * worst['gap']:+.1f} points (95 % CI {100 * worst['gap_low']:+.1f} to "
+            f"{100 * worst['gap_high']:+.1f}, p = {p_text(worst['p_value'])})."
+        )
+    return lines
 
 
 PLANNED = {"raw_cv": "raw CV", "debiased_cv": "debiased CV", "test_metric": "test"}

@@ -6,14 +6,17 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from hetcv.analysis import aligned_runs, analyse_fold, geometry
 from hetcv.cluster import (
+    SILHOUETTE_EXACT_LIMIT,
     Partition,
     adjusted_rand,
     canonical_labels,
+    closest_distance,
     fit_partition,
     fit_partition_within,
     match_to_reference,
     pca_scores,
     silhouette,
+    silhouette_rows,
 )
 from hetcv.columns import FEATURE_COLUMNS
 from hetcv.metrics import ClusterMetric
@@ -48,17 +51,36 @@ def test_adjusted_rand_and_silhouette_match_scikit_learn(seed):
     first, second = rng.integers(0, 4, size=60), rng.integers(0, 4, size=60)
     second[:30] = first[:30]
     first[first == 3] = 2  # an empty cluster
-    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
     assert adjusted_rand(first, second, 4) == pytest.approx(adjusted_rand_score(first, second))
     assert adjusted_rand(first, first, 4) == pytest.approx(1.0)
-    assert silhouette(distances, first, 4) == pytest.approx(
-        silhouette_score(distances, first, metric="precomputed")
-    )
+    assert silhouette(points, first, 4) == pytest.approx(silhouette_score(points, first))
     singleton = first.copy()
     singleton[0] = 3
-    assert silhouette(distances, singleton, 4) == pytest.approx(
-        silhouette_score(distances, singleton, metric="precomputed")
-    )
+    assert silhouette(points, singleton, 4) == pytest.approx(silhouette_score(points, singleton))
+
+
+def test_the_silhouette_of_a_subsample_is_within_a_hundredth_of_the_exact_one():
+    # 12,000 samples in 5 overlapping blobs: the exact silhouette, computed in row blocks
+    # (cluster_distance_sums), against the mean over the seeded 5,000-sample subsample.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 12_000)
+    points = rng.normal(scale=2.0, size=(5, 10))[labels] + rng.normal(size=(12_000, 10))
+    exact = silhouette(points, labels, 5)
+    assert exact == pytest.approx(silhouette_score(points[:3000], labels[:3000]), abs=0.02)
+    for seed in range(3):
+        rows = silhouette_rows(len(points), seed)
+        assert len(rows) == SILHOUETTE_EXACT_LIMIT and len(np.unique(rows)) == len(rows)
+        assert abs(silhouette(points[rows], labels[rows], 5) - exact) < 0.01
+    assert np.array_equal(silhouette_rows(800, 0), np.arange(800))
+
+
+def test_closest_distance_matches_the_brute_force_minimum():
+    rng = np.random.default_rng(1)
+    first, second = rng.normal(size=(300, 4)), rng.normal(loc=3.0, size=(50, 4))
+    brute = np.linalg.norm(first[:, None] - second[None], axis=2).min()
+    assert closest_distance(first, second) == pytest.approx(brute)
+    assert closest_distance(second, first) == pytest.approx(brute)
+    assert np.isnan(closest_distance(first[:0], second))
 
 
 def test_matching_undoes_any_relabelling():
@@ -123,8 +145,7 @@ def test_pca_is_capped_by_the_fold_size(caplog):
 def test_geometry_matches_hand_computed_distances():
     points = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [13.0, 4.0]])
     part = Partition(np.eye(2)[[0, 0, 1, 1]], np.array([[0.0, 1.0], [10.0, 0.0]]))
-    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
-    clusters, pairs = geometry(points, distances, part)
+    clusters, pairs = geometry(points, part)
     assert clusters[0] == pytest.approx(
         {"dist_min": 1.0, "dist_max": 1.0, "dist_mean": 1.0, "dist_sd": 0.0}
     )

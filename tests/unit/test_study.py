@@ -5,6 +5,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import PROJECT, TINY_STUDY
 
@@ -30,7 +31,15 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
         "height": 4.2,
         "palette": "colorblind",
     }
-    assert study.config["validation"] == {"calibration_replicates": 200}
+    assert study.config["validation"] == {"tuning_digit": 3, "embeddings": ["model", "pixels"]}
+    assert study.config["slices"] == {
+        "method": "domino",
+        "embedding": "model",
+        "pca_components": 10,
+        "domino": {"components": 25, "gamma": 10},
+        "george": {"components": 5},
+        "error_predictor": {"c": 1.0},
+    }
     assert "report" not in TINY_STUDY
     assert study.datasets == ["digitvalue", "udigits"]
     assert study.sample_sizes == {"digitvalue": [100], "udigits": [200, 400]}
@@ -163,11 +172,19 @@ def test_params_hold_the_slice_that_changes_a_result():
         "bootstrap": lambda s: s["clustering"].update(bootstrap=300),
         "metric": lambda s: s.setdefault("metric", {}).update(classification="auroc"),
         "cv_target": lambda s: s.setdefault("planning", {}).update(cv_target=3),
+        "slice_method": lambda s: s.setdefault("slices", {}).update(method="george"),
+        "slice_setting": lambda s: s.setdefault("slices", {}).update(domino={"gamma": 1}),
     }
     touched = {
         "epochs": {"train"},
         "repeats": {"cluster", "subgroup_variants"},
-        "style": {"figures", "subgroup_heatmap", "cluster_pictures", "validation_figure"},
+        "style": {
+            "figures",
+            "subgroup_heatmap",
+            "cluster_pictures",
+            "validation_figure",
+            "slices_figure",
+        },
         "bootstrap": {"summarize"},
         # The metric changes every result from clustering on, never training.
         "metric": {
@@ -181,6 +198,9 @@ def test_params_hold_the_slice_that_changes_a_result():
             "cluster_pictures",
         },
         "cv_target": {"plan"},
+        # Every method runs in `slices`: choosing the one shown touches only the reports.
+        "slice_method": {"slices_figure", "summary_md"},
+        "slice_setting": {"slices"},
     }
     # The benchmark and the features-table import do not apply to the demo's image datasets.
     study_rules = [rule for rule in PARAMS if rule not in ("validation", "import_features")]
@@ -236,3 +256,27 @@ def test_a_file_that_is_not_an_npz_is_one_error(tmp_path):
     path.write_text("not a zip")
     with pytest.raises(HetcvError, match=r"images.npz: cannot read as .npz"):
         count_samples({"kind": "npz", "path": str(path)}, 0)
+
+
+def test_a_pixel_embedding_is_refused_for_a_features_source(tmp_path):
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(40)],
+            "n": 40,
+            "fold": np.arange(40) % 2,
+            "target": np.arange(40) % 2,
+            "prediction": np.linspace(0.1, 0.9, 40),
+            **{f"emb_{j}": np.random.default_rng(j).normal(size=40) for j in range(12)},
+        }
+    )
+    table.to_parquet(tmp_path / "mine.parquet")
+    source = {"kind": "features", "table": str(tmp_path / "mine.parquet"), "embedding": "emb_"}
+    study = {
+        "datasets": {"mine": {"source": source, "task": "classification"}},
+        "clustering": {"k": [2], "selected": {"algorithm": "fcm", "k": 2}},
+        "slices": {"embedding": "pixels"},
+    }
+    with pytest.raises(HetcvError, match=r"^slices.embedding: 'pixels' needs images, and the "):
+        resolve_study(study, SCHEMA)
+    study["slices"]["embedding"] = "model"
+    assert resolve_study(study, SCHEMA).config["slices"]["embedding"] == "model"

@@ -94,3 +94,11 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
         "confidence predicts",
         "within sampling noise: no evidence of heterogeneity",
     ]
+
+
+def test_per_sample_csvs_keep_numeric_ids_as_text(tmp_path):
+    from hetcv.report import read_per_sample
+
+    path = tmp_path / "clusters_per_sample.csv"
+    pd.DataFrame({"sample_id": ["1377", "0042"], "cluster": [0, 1]}).to_csv(path, index=False)
+    assert read_per_sample(path)["sample_id"].tolist() == ["1377", "0042"]

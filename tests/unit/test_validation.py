@@ -1,14 +1,26 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
+from hetcv.errors import HetcvError
 from hetcv.validation import (
-    confusion_cell_ranking,
-    null_calibration,
-    random_partition_ranking,
+    PlantedDataset,
+    candidate_settings,
+    ceiling,
+    chosen_settings,
+    half_recovery,
+    paired_difference,
+    scored_table,
     setting_label,
-    setting_table,
+    split_roles,
+    summary_markdown,
+    tune,
 )
+
+CLUSTERING = {"algorithm": "kmeans", "k": 4, "fcm": {"m": 2.0, "error": 1e-5, "maxiter": 100}}
 
 
 def test_setting_labels():
@@ -17,128 +29,147 @@ def test_setting_labels():
     assert setting_label({"variant": "balanced"}) == "nothing planted"
 
 
-def test_confusion_cell_baseline_picks_the_largest_error_cell_and_ranks_it_by_loss():
+def test_ceiling_by_hand():
     fold = pd.DataFrame(
+        {"sample_id": list("abcdefghij"), "correct": [0, 0, 1, 1, 1, 1, 1, 1, 0, 1]}
+    )
+    planted = pd.Series([True] * 4 + [False] * 6, index=list("abcdefghij"))
+    found = ceiling([fold.iloc[:5], fold.iloc[5:]], planted)
+    assert found["planted_accuracy"] == 0.5 and found["other_accuracy"] == pytest.approx(5 / 6)
+    assert found["planted_error_share"] == pytest.approx(2 / 3)
+    assert found["planted_share"] == 0.4
+    expected = stats.fisher_exact([[2, 2], [1, 5]], alternative="greater").pvalue
+    assert found["planted_gap_p"] == pytest.approx(expected)
+
+
+def test_half_recovery_scores_each_evaluation_half_separately():
+    # Half 0 ranks the planted samples first, half 1 last.
+    per_sample = pd.DataFrame(
         {
-            "target": [0, 0, 1, 1, 1, 1],
-            "predicted_label": [0, 1, 1, 0, 0, 1],
-            "loss": [0.1, 2.0, 0.2, 0.9, 3.0, 0.3],
+            "sample_id": [f"s{i}" for i in range(40)],
+            "fold": 0,
+            "half": np.repeat([0, 1], 20),
+            "slice": 0,
+            "score": np.r_[np.arange(20, 0, -1), np.arange(20)],
         }
     )
-    fold["correct"] = (fold["target"] == fold["predicted_label"]).astype(int)
-    in_worst, score = confusion_cell_ranking(fold, np.random.default_rng(0))
-    # Cells 0→1 (1 sample) and 1→0 (2 samples) both have accuracy 0: the larger one is worst.
-    assert in_worst.tolist() == [False, False, False, True, True, False]
-    assert np.argsort(-score)[:2].tolist() == [4, 3]  # the higher loss first
-    assert (score[~in_worst] < 0.5).all()
+    planted = pd.Series(np.tile(np.arange(20) < 10, 2), index=per_sample["sample_id"])
+    found = half_recovery(per_sample, planted)
+    assert found["precision_at_10"] == pytest.approx((1.0 + 0.0) / 2)
+    assert found["auroc"] == pytest.approx((1.0 + 0.0) / 2)
+    assert np.isnan(half_recovery(per_sample, planted & False)["auroc"])
 
 
-def test_random_partition_keeps_the_cluster_sizes_and_takes_its_least_accurate_cluster():
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], [50, 30, 20])
-    correct = rng.integers(0, 2, 100).astype(float)
-    in_worst, score = random_partition_ranking(labels, correct, 3, np.random.default_rng(1))
-    shuffled = np.random.default_rng(1).permutation(labels)
-    accuracy = [correct[shuffled == c].mean() for c in range(3)]
-    assert np.array_equal(in_worst, shuffled == np.argmin(accuracy))
-    assert in_worst.sum() == np.bincount(labels)[np.argmin(accuracy)]
-    assert (score[in_worst] >= 1).all() and (score[~in_worst] < 1).all()
-
-
-def planted_study(n_per_fold=120, folds=2, repeats=3, seed=0):
-    """Features, assignments and runs where cluster 3 is exactly the planted, failing group."""
-    rng = np.random.default_rng(seed)
-    features, assignments, runs = [], [], []
-    for fold in range(folds):
-        ids = [f"s{fold}_{i}" for i in range(n_per_fold)]
-        planted = np.arange(n_per_fold) < 15
-        target = rng.integers(0, 2, n_per_fold)
-        correct = np.where(planted, rng.random(n_per_fold) < 0.2, rng.random(n_per_fold) < 0.9)
-        predicted = np.where(correct, target, 1 - target)
-        features.append(
-            pd.DataFrame(
-                {
-                    "sample_id": ids,
-                    "n": 240,
-                    "fold": fold,
-                    "target": target,
-                    "predicted_label": predicted,
-                    "correct": correct.astype(int),
-                    "loss": rng.random(n_per_fold),
-                    "planted": planted,
-                }
-            )
-        )
-        labels = np.where(planted, 3, rng.integers(0, 3, n_per_fold))
-        for repeat in range(repeats):
-            assignments.append(
-                pd.DataFrame(
-                    {
-                        "sample_id": ids,
-                        "n": 240,
-                        "fold": fold,
-                        "repeat": repeat,
-                        "cluster": labels,
-                        "worst_membership": np.where(planted, 0.9, 0.1)
-                        + 0.01 * rng.random(n_per_fold),
-                    }
-                )
-            )
-            runs.append(
-                {"n": 240, "fold": fold, "repeat": repeat, "worst_cluster": 3, "n_clusters": 4}
-            )
-    features = pd.concat(features, ignore_index=True)
-    planted = features.set_index("sample_id")["planted"]
-    return features.drop(columns="planted"), pd.concat(assignments), pd.DataFrame(runs), planted
-
-
-def cv_row(**values) -> pd.DataFrame:
-    """A summary CV row at n = 240 with the given test columns (the rest fixed)."""
-    row = {"n": 240, "debiased_cv": 25.0, "p_holm": 0.004, "p_calibrated": 0.02}
-    row["p_holm_calibrated"] = 0.04
-    return pd.DataFrame([{**row, **values}])
-
-
-def test_setting_table_scores_a_perfect_worst_cluster_against_the_baselines():
-    features, assignments, runs, planted = planted_study()
-    cv = cv_row(cv=30.0, null_cv=10.0, excess_cv=np.sqrt(800.0), p_value=0.002)
-    table = setting_table(
-        "rare", "toy", features, assignments, runs, cv, planted, seed=0
-    ).set_index("method")
-    method = table.loc["hetcv"]
-    assert method["auroc"] == 1.0
-    assert method["precision_at_10"] == 1.0
-    assert method["precision"] == 1.0 and method["recall"] == 1.0
-    assert method["lift"] == pytest.approx(120 / 15)
-    assert method["excess_cv"] == np.sqrt(800.0) and method["p_value"] == 0.002
-    assert method["p_holm_calibrated"] == 0.04 and method["debiased_cv"] == 25.0
-    assert table.loc["random_partition", "auroc"] == pytest.approx(0.5, abs=0.12)
-    assert np.isnan(table.loc["random_partition", "cv"])
-    correct = features["correct"].to_numpy(bool)
-    member = planted.loc[features["sample_id"]].to_numpy()
-    assert method["planted_accuracy"] == pytest.approx(correct[member].mean())
-    assert method["accuracy"] == pytest.approx(correct.mean())
-
-
-def test_setting_table_leaves_recovery_empty_when_nothing_is_planted():
-    features, assignments, runs, planted = planted_study()
-    planted[:] = False
-    cv = cv_row(cv=5.0, null_cv=5.0, excess_cv=0.0, p_value=0.5)
-    table = setting_table(
-        "nothing planted", "toy", features, assignments, runs, cv, planted, seed=0
+def test_chosen_settings_take_the_best_mean_precision_and_name_the_default():
+    tuning = pd.DataFrame(
+        {
+            "method": ["domino"] * 4 + ["george"] * 2,
+            "settings": [json.dumps({"gamma": g}) for g in (1, 1, 10, 10)]
+            + ['{"components": 3}'] * 2,
+            "dataset": ["a", "b"] * 3,
+            "precision_at_10": [0.2, 0.4, 0.6, 0.8, 0.9, 0.9],
+            "auroc": [0.5] * 6,
+        }
     )
-    assert table[["auroc", "precision_at_10", "lift"]].isna().all().all()
-    assert table["planted_share"].eq(0).all()
+    settings, default = chosen_settings(tuning)
+    assert settings == {"domino": {"gamma": 10}, "george": {"components": 3}}
+    assert default == "george"
 
 
-def test_null_calibration_rejects_about_five_percent():
-    features, assignments, _, _ = planted_study(n_per_fold=150, folds=2, repeats=2, seed=3)
-    calibration = null_calibration(features, assignments, replicates=300, permutations=99, seed=0)
-    row = calibration.iloc[0]
-    assert row["replicates"] == 300
-    # Binomial sd at 300 replicates is 1.3 points: a correct test lands within 2–9 %.
-    assert 0.02 <= row["false_positive_rate"] <= 0.09
-    assert row["mean_p_value"] == pytest.approx(0.5, abs=0.06)
-    # √(CV² − null CV²) is 0 when the CV is below its null mean (about half the time) and
-    # small otherwise; the null CV of 75-sample clusters at 80 % accuracy is about 6 points.
-    assert 0 < row["mean_excess_cv"] < 4.0
+def test_candidates_cover_the_grid_and_both_embeddings():
+    candidates = candidate_settings("domino", ["model", "pixels"])
+    assert len(candidates) == 4 * 2 * 2
+    assert {c["embedding"] for c in candidates} == {"model", "pixels"}
+    assert candidate_settings("worst_cluster", ["model"]) == [
+        {"embedding": "model", "pca_components": 10},
+        {"embedding": "model", "pca_components": 25},
+    ]
+
+
+def test_paired_difference_is_a_t_interval_over_seeds():
+    table = pd.DataFrame(
+        {
+            "setting": "rare 10%",
+            "draw": np.repeat([1, 2, 3], 2),
+            "method": ["a", "b"] * 3,
+            "precision_at_10": [0.9, 0.5, 0.8, 0.6, 1.0, 0.4],
+        }
+    )
+    row = paired_difference(table, "a", "b").iloc[0]
+    difference = np.array([0.4, 0.2, 0.6])
+    half = stats.t.ppf(0.975, 2) * difference.std(ddof=1) / np.sqrt(3)
+    assert row["difference"] == pytest.approx(0.4)
+    assert row["low"] == pytest.approx(0.4 - half) and row["seeds"] == 3
+
+
+def blob_dataset(name, source, seed, planted=50, n=600):
+    """A two-fold planted dataset: a failing blob of class 1 in both embeddings."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"{name}{i}" for i in range(n)])
+    member = (np.arange(n) < planted) & (source["variant"] != "balanced")
+    target = np.where(member, 1, rng.integers(0, 2, n))
+    failure = rng.random(n) < np.where(member, 0.6, 0.05)
+    predicted = np.where(failure, 1 - target, target)
+    points = rng.normal(size=(n, 12))
+    points[member, :3] += 4
+    images = (np.clip(points.reshape(n, 3, 4) * 30 + 128, 0, 255)).astype(np.uint8)
+    fold_of = rng.permutation(np.arange(n) % 2)
+    folds = []
+    for fold in (0, 1):
+        rows = fold_of == fold
+        frame = pd.DataFrame(
+            {
+                "sample_id": ids[rows],
+                "n": n,
+                "fold": fold,
+                "target": target[rows],
+                "prediction": predicted[rows],
+                "predicted_label": predicted[rows],
+                "correct": (~failure[rows]).astype(int),
+                "loss": rng.random(rows.sum()) + failure[rows],
+                "probability_0": np.where(predicted[rows] == 0, 0.8, 0.2),
+                "probability_1": np.where(predicted[rows] == 1, 0.8, 0.2),
+            }
+        )
+        features = pd.DataFrame(points[rows], columns=[f"f{i:03d}" for i in range(12)])
+        folds.append(pd.concat([frame, features], axis=1))
+    manifest = pd.DataFrame({"sample_id": ids, "planted": member})
+    return PlantedDataset(name, source, manifest, images, folds)
+
+
+def test_the_benchmark_tunes_on_one_digit_and_scores_the_other():
+    rare = {"kind": "digits", "variant": "rare", "prevalence": 0.1}
+    datasets = [
+        blob_dataset("tune", {**rare, "digit": 3, "draw": 1}, 0),
+        *(blob_dataset(f"test{d}", {**rare, "digit": 8, "draw": d}, d) for d in (1, 2)),
+        blob_dataset("null", {"kind": "digits", "variant": "balanced", "draw": 1}, 9),
+    ]
+    tuning_sets, test_sets = split_roles(datasets, 3)
+    assert [d.name for d in tuning_sets] == ["tune"]
+    tuning = tune(tuning_sets, ["model"], CLUSTERING, seed=0)
+    assert set(tuning["dataset"]) == {"tune"}
+    settings, default = chosen_settings(tuning)
+    table = scored_table(test_sets, settings, CLUSTERING, seed=0)
+    assert set(table["dataset"]) == {"test1", "test2", "null"}
+    planted = table[table["setting"] == "rare 10%"].set_index(["draw", "method"])
+    assert planted.loc[(1, default), "precision_at_10"] >= 0.8
+    assert planted.loc[(1, "random"), "precision_at_10"] < 0.5
+    assert planted.loc[(1, default), "significant"]
+    null = table[table["setting"] == "nothing planted"]
+    assert null["precision_at_10"].isna().all()
+    summary = summary_markdown(table, tuning, settings, default)
+    assert f"**{default}**" in summary and "Paired across seeds" in summary
+    assert "nothing planted" in summary
+
+
+def test_roles_need_a_tuning_digit_a_test_digit_and_a_null():
+    rare = {"kind": "digits", "variant": "rare", "prevalence": 0.1}
+    tuning = blob_dataset("tune", {**rare, "digit": 3}, 0, n=60)
+    test = blob_dataset("test", {**rare, "digit": 8}, 1, n=60)
+    null = blob_dataset("null", {"kind": "digits", "variant": "balanced"}, 2, n=60)
+    with pytest.raises(HetcvError, match="validation.tuning_digit: no planted dataset"):
+        split_roles([test, null], 3)
+    with pytest.raises(HetcvError, match="'balanced'"):
+        split_roles([tuning, test], 3)
+    with pytest.raises(HetcvError, match="nothing is left to test"):
+        split_roles([tuning, null], 3)

@@ -151,4 +151,10 @@ def test_a_figure_setting_reruns_only_the_pictures(tiny_study, tmp_path):
     from conftest import job_counts
 
     counts = job_counts(result.stdout)
-    assert set(counts) == {"figures", "cluster_pictures", "subgroup_heatmap", "all"}
+    assert set(counts) == {
+        "figures",
+        "cluster_pictures",
+        "subgroup_heatmap",
+        "slices_figure",
+        "all",
+    }

@@ -80,8 +80,9 @@ def test_validation_study_plans_the_benchmark(tmp_path):
     result = snakemake(workdir, "validate", "--configfile", str(config), "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    assert counts["train"] == 6 * 2 * 3  # settings × sizes × folds
-    assert counts["cluster"] == 6 * 2 * 3  # fcm only
+    # Tuning: 5 planted settings × 3 seeds; test: 6 settings × 5 seeds; n = all, 2 folds.
+    assert counts["train"] == (5 * 3 + 6 * 5) * 2
+    assert "cluster" not in counts  # the benchmark's methods run inside the validation job
     assert counts["validation"] == 1 and counts["validation_figure"] == 1
 
 
@@ -94,43 +95,38 @@ def test_validate_without_planted_datasets_says_which_config_to_use(tmp_path):
 
 
 def tiny_validation_study() -> dict:
-    """Two settings of config/validation.yaml, small enough for the test suite."""
+    """A tuning, a test and a null dataset of config/validation.yaml, small enough for tests."""
     study = yaml.safe_load((PROJECT / "config" / "validation.yaml").read_text())
     study["datasets"] = {
-        name: {**study["datasets"][name], "sample_sizes": [240], "folds": 2}
-        for name in ("rare10", "balanced")
+        name: {**study["datasets"][name], "sample_sizes": [300], "folds": 2}
+        for name in ("tune3_rare10_s1", "rare10_s1", "balanced_s1")
     }
     for settings in study["datasets"].values():
-        settings["train"] = {"epochs": 2, "batch_size": 32, "lr": 0.001}
-    study["clustering"].update(repeats=3, null_permutations=99, bootstrap=200)
-    study["validation"]["calibration_replicates"] = 40
+        settings["train"] = {"epochs": 1, "batch_size": 32, "lr": 0.001}
+    study["validation"]["embeddings"] = ["model"]
     return study
 
 
-def test_validate_writes_the_table_the_calibration_and_the_figure(tmp_path):
+def test_validate_tunes_then_writes_the_table_the_summary_and_the_figure(tmp_path):
     workdir = make_workdir(tmp_path / "study")
     config = write_config(workdir / "validation.yaml", tiny_validation_study())
     result = snakemake(workdir, "validate", "--configfile", str(config))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = workdir / "results" / "validation"
+    tuning = pd.read_csv(out / "tuning.csv")
+    assert set(tuning["dataset"]) == {"tune3_rare10_s1"}
+    assert set(tuning["method"]) == {"domino", "george", "error_predictor", "worst_cluster"}
     table = pd.read_csv(out / "table.csv")
-    assert set(table["setting"]) == {"rare 10%", "nothing planted"}
-    assert set(table["method"]) == {"hetcv", "confusion_cells", "random_partition"}
-    assert len(table) == 2 * 3  # settings × methods at n = 240
+    assert set(table["dataset"]) == {"rare10_s1", "balanced_s1"}
+    assert len(table) == 2 * 7  # test datasets × (4 methods + 3 baselines)
     rare = table[table["setting"] == "rare 10%"].set_index("method")
-    assert rare[["auroc", "precision_at_10", "lift"]].notna().all().all()
-    assert rare["planted_share"].nunique() == 1
+    assert rare[["auroc", "precision_at_10", "precision_at_25"]].notna().all().all()
     # 10 % of the class (digits >= 5) is planted; about half the dataset is that class.
-    assert 0.03 < rare.loc["hetcv", "planted_share"] < 0.08
-    null = table[table["setting"] == "nothing planted"]
-    assert null["auroc"].isna().all()
-    summary = pd.read_parquet(workdir / "results" / "rare10" / "summary" / "cv.parquet")
-    assert rare.loc["hetcv", "cv"] == summary["cv"].iloc[0]
-    calibration = pd.read_csv(out / "null_calibration.csv")
-    assert calibration["replicates"].tolist() == [40]
-    assert 0 <= calibration["false_positive_rate"].iloc[0] <= 0.2
-    assert (out / "figure.png").stat().st_size > 10_000 and (out / "figure.pdf").exists()
-    assert "| rare 10%" in (out / "summary.md").read_text()
+    assert 0.03 < rare.loc["domino", "planted_share"] < 0.08
+    assert table.loc[table["setting"] == "nothing planted", "auroc"].isna().all()
+    summary = (out / "summary.md").read_text()
+    assert "Default method (best tuning precision@10)" in summary
+    assert (out / "figure.png").stat().st_size > 0
 
 
 def test_a_dry_run_reads_no_image_of_a_50000_image_npz(tmp_path):

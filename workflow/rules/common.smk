@@ -49,6 +49,7 @@ PATHS = {
     "summary": f"{SUMMARY}/{{table}}.parquet",
     "variants": f"{SUMMARY}/subgroup_variants.parquet",
     "export": "results/{dataset}/clusters_per_sample.csv",
+    "slices": "results/{dataset}/slices_per_sample.csv",
     "table": "results/tables/{dataset}_{name}.{extension}",
     "figure": "results/figures/{dataset}_{name}.{extension}",
 }
@@ -63,9 +64,7 @@ def params_of(name):
 
 
 def summary_tables(*names):
-    return {
-        name: PATHS["summary"].format(dataset="{dataset}", table=name) for name in names
-    }
+    return {t: PATHS["summary"].format(dataset="{dataset}", table=t) for t in names}
 
 
 def fold_files(kind, algorithms=None, dataset=None, folds=None):
@@ -90,6 +89,11 @@ def source_inputs(wildcards):
     return {"source": path} if path else {}
 
 
+def images_of(wildcards):
+    """The prepared images of an image dataset; a features source has none."""
+    return [PATHS["images"]] if wildcards.dataset in STUDY.image_datasets else []
+
+
 def train_inputs(wildcards):
     inputs = {key: PATHS[key] for key in ("images", "manifest", "split")}
     weights = STUDY.weights_file(wildcards.dataset)
@@ -100,11 +104,9 @@ def output_files(pattern, names):
     """PNG and PDF of each figure, or CSV, Markdown and LaTeX of each table."""
     extensions = ("csv", "md", "tex") if pattern == "table" else ("png", "pdf")
     return {
-        f"{name}_{extension}": PATHS[pattern].format(
-            dataset="{dataset}", name=name, extension=extension
-        )
-        for name in names
-        for extension in extensions
+        f"{n}_{e}": PATHS[pattern].format(dataset="{dataset}", name=n, extension=e)
+        for n in names
+        for e in extensions
     }
 
 
@@ -134,14 +136,12 @@ def summary_md_inputs(wildcards):
 
 
 def validation_inputs(wildcards):
-    """Per planted dataset: manifest, features, selected clustering and its CV summary."""
-    selected = [STUDY.selected["algorithm"]]
+    """Per planted dataset: its manifest and images, and every fold's features."""
     inputs = {}
     for name in STUDY.planted_datasets():
-        inputs[f"{name}_manifest"] = [PATHS["manifest"].format(dataset=name)]
-        inputs[f"{name}_cv"] = [PATHS["summary"].format(dataset=name, table="cv")]
-        for kind in ("features", "assignments", "cluster_runs"):
-            inputs[f"{name}_{kind}"] = fold_files(kind, selected, dataset=name)
+        inputs[f"{name}_features"] = fold_files("features", dataset=name)
+        for kind in ("manifest", "images"):
+            inputs[f"{name}_{kind}"] = [PATHS[kind].format(dataset=name)]
     return inputs
 
 
@@ -149,7 +149,7 @@ def final_outputs():
     outputs = ["results/summary.md"]
     for name in STUDY.datasets:
         products = summary_tables(*SUMMARY_TABLES) | output_files("table", TABLES)
-        products |= output_files("figure", FIGURES)
+        products |= output_files("figure", FIGURES + ["slices"])  # slices: its own rule
         if name in STUDY.image_datasets:  # the galleries show images
             products |= output_files("figure", PICTURES)
         products["export"] = PATHS["export"]

@@ -3,7 +3,7 @@ rule validation:
         unpack(validation_inputs),
     output:
         table="results/validation/table.csv",
-        calibration="results/validation/null_calibration.csv",
+        tuning="results/validation/tuning.csv",
         summary="results/validation/summary.md",
     log:
         "logs/validation/table.log",
