@@ -47,6 +47,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hetcv.stats import SIGNIFICANCE
+
 METHODS = ("domino", "george", "error_predictor", "worst_cluster")
 BASELINES = ("random", "loss", "confusion_cell")
 OUTCOME_DEFINED = ("loss", "confusion_cell")
@@ -69,7 +71,7 @@ class SliceInputs:
     Attributes
     ----------
     embedding : ndarray of shape (n_samples, n_dims)
-        Standardised principal-component scores (:func:`embed`).
+        Standardised principal-component scores (:func:`standardised`).
     classes : ndarray of shape (n_samples,), int
         True class (0 … n_classes − 1), or the target's quartile for regression.
     probabilities : ndarray of shape (n_samples, n_classes)
@@ -127,27 +129,32 @@ class SliceScores:
 # Inputs
 
 
-def embed(vectors: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    """Standardised PCA scores of one fold's embedding (model features or pixels).
+def principal_scores(vectors: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    """PCA scores of one fold's embedding (model features, the user's, or pixels).
 
     Fitted on every held-out sample of the fold: PCA sees no label, so no half learns from the
-    other's outcomes.
+    other's outcomes. The paper's worst cluster clusters these scores as they are; the other
+    methods see them :func:`standardised`.
 
     Parameters
     ----------
-    vectors : ndarray of shape (n_samples, n_features)
+    vectors : ndarray of shape (n_samples, ...)
+        Flattened to one row per sample.
     n_components : int
-        ``slices.pca_components``; capped at ``n_samples − 1`` and ``n_features``.
+        ``slices.pca_components``; capped at ``n_samples − 1`` and the vectors' width.
     seed : int
 
     Returns
     -------
     ndarray of shape (n_samples, n_kept)
-        Each column with mean 0 and standard deviation 1.
     """
     from hetcv.cluster import pca_scores
 
-    scores = pca_scores(vectors.reshape(len(vectors), -1), n_components, seed)
+    return pca_scores(vectors.reshape(len(vectors), -1), n_components, seed)
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """Each column with mean 0 and standard deviation 1 (constant columns centred only)."""
     spread = scores.std(axis=0)
     return (scores - scores.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
@@ -161,7 +168,7 @@ def slice_inputs(fold: pd.DataFrame, embedding: np.ndarray, task: str) -> SliceI
         ``features.parquet`` rows: ``target, prediction, loss`` and ``correct`` with
         ``probability_*`` (classification) or ``sq_error`` (regression).
     embedding : ndarray of shape (n_samples, n_dims)
-        :func:`embed` of the fold, row for row.
+        The fold's :func:`standardised` principal scores, row for row.
     task : {"classification", "regression"}
 
     Returns
@@ -595,13 +602,51 @@ def combined_gap(gaps: np.ndarray, variances: np.ndarray, sizes: np.ndarray) -> 
     }
 
 
+def expected_failure(data: SliceInputs, half: np.ndarray, task: str) -> np.ndarray:
+    """Each sample's chance of being wrong by the model's own recalibrated confidence.
+
+    1 − the top class probability after temperature scaling (Guo et al. 2017), the
+    temperature fitted on the *other* half, so that no sample's outcome calibrates its own
+    expectation. Where the model is calibrated, a slice defined without the measuring half's
+    outcomes fails as often as expected, however hard its images: the *excess* gap
+    (observed − expected in the slice, minus the same in the rest) is then zero. A rare
+    subgroup that the model gets wrong with confidence shows up there; a region of merely hard
+    images does not. NaN for regression, which has no confidence.
+
+    Parameters
+    ----------
+    data : SliceInputs
+        The whole fold.
+    half : ndarray of shape (n_samples,)
+    task : {"classification", "regression"}
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    from scipy import special
+
+    from hetcv.heterogeneity import fit_temperature
+
+    expected = np.full(len(data), np.nan)
+    if task != "classification":
+        return expected
+    log_probabilities = np.log(np.clip(data.probabilities, 1e-12, None))
+    for measured in (0, 1):
+        fit, rows = half != measured, half == measured
+        temperature = fit_temperature(log_probabilities[fit], data.classes[fit])
+        scaled = special.softmax(log_probabilities[rows] / temperature, axis=1)
+        expected[rows] = 1.0 - scaled.max(axis=1)
+    return expected
+
+
 # ---------------------------------------------------------------------------------------------
 # One dataset
 
 
 def fold_slices(
     fold: pd.DataFrame,
-    vectors: np.ndarray,
+    scores: np.ndarray,
     *,
     task: str,
     settings: dict,
@@ -615,34 +660,34 @@ def fold_slices(
     ----------
     fold : DataFrame
         The fold's ``features.parquet`` rows (one n, one fold).
-    vectors : ndarray of shape (n_samples, ...)
-        The embedding, row for row: back-model features, the user's embedding or the images.
+    scores : ndarray of shape (n_samples, n_components)
+        :func:`principal_scores` of the fold's embedding, row for row.
     task : {"classification", "regression"}
     settings : dict
-        ``pca_components`` and one settings dict per method (:data:`METHODS`).
+        One settings dict per method (:data:`METHODS`).
     clustering : dict
         The paper's selected clustering: ``algorithm``, ``k``, ``fcm``.
     seed : int
-        Seeds the halves, the PCA and every method.
+        Seeds the halves and every method.
     methods : tuple of str
 
     Returns
     -------
     DataFrame
-        One row per (sample, method): ``sample_id, method, slice, score, half, failure``.
+        One row per (sample, method): ``sample_id, method, slice, score, half, failure`` and
+        ``expected`` (:func:`expected_failure`).
     """
-    from hetcv.cluster import fit_partition, pca_scores
+    from hetcv.cluster import fit_partition
 
     rng = np.random.default_rng(seed)
-    embedding = embed(vectors, int(settings["pca_components"]), seed)
-    data = slice_inputs(fold, embedding, task)
+    data = slice_inputs(fold, standardised(scores), task)
     half = halves(data.classes, rng)
+    expected = expected_failure(data, half, task)
     rows = []
     for method in methods:
         these = dict(settings.get(method, {}))
         if method == "worst_cluster":
             # The paper's clustering: on the PCA scores as they are, not standardised.
-            scores = pca_scores(vectors.reshape(len(vectors), -1), len(embedding[0]), seed)
             these["membership"] = fit_partition(
                 scores, clustering["algorithm"], clustering["k"], seed, clustering["fcm"]
             ).membership
@@ -656,6 +701,7 @@ def fold_slices(
                     "score": found.score,
                     "half": half,
                     "failure": data.failure,
+                    "expected": expected,
                 }
             )
         )
@@ -663,7 +709,7 @@ def fold_slices(
 
 
 def slice_summary(per_sample: pd.DataFrame) -> pd.DataFrame:
-    """Per method, n and ranked slice: held-out size, failure, and gap to the rest.
+    """Per method, n and ranked slice: held-out size, failure, and gaps to the rest.
 
     Parameters
     ----------
@@ -674,25 +720,37 @@ def slice_summary(per_sample: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         ``method, n, slice, size`` (mean held-out members per fold), ``failure`` and
-        ``rest_failure`` (pooled over folds and halves), and :func:`combined_gap`'s columns
-        (the folds' and halves' gaps weighted by the slice's size in each);
-        slices 0 … :data:`REPORTED_SLICES` − 1 where a method has them.
+        ``rest_failure`` (pooled over folds and halves), :func:`combined_gap`'s columns for the
+        failure gap (``gap, gap_low, gap_high, p_value``) and for the excess gap beyond the
+        model's confidence (``excess_gap, excess_low, excess_high, excess_p_value``; NaN for
+        regression), each the folds' and halves' gaps weighted by the slice's size in each,
+        and ``underperforms``: the excess gap's p < 0.05 (classification) or the failure
+        gap's (regression). Slices 0 … :data:`REPORTED_SLICES` − 1 where a method has them.
     """
     rows = []
     for (method, n), frame in per_sample.groupby(["method", "n"], sort=True):
         folds = frame["fold"].nunique()
+        calibrated = frame["expected"].notna().all()
         for rank in range(REPORTED_SLICES):
             inside = frame["slice"].to_numpy() == rank
             if not inside.any():
                 continue
-            gaps, variances, sizes = [], [], []
+            parts = {"gap": [], "excess": []}
+            sizes = []
             for _, part in frame.groupby(["fold", "half"], sort=True):
                 members = part["slice"].to_numpy() == rank
-                gap, variance = gap_estimate(part["failure"].to_numpy(np.float64), members)
-                gaps.append(gap)
-                variances.append(variance)
+                failure = part["failure"].to_numpy(np.float64)
+                parts["gap"].append(gap_estimate(failure, members))
+                residual = failure - part["expected"].to_numpy(np.float64)
+                parts["excess"].append(gap_estimate(residual, members))
                 sizes.append(members.sum())
+            gap, excess = (
+                combined_gap(*np.array(parts[key]).T, np.array(sizes)) for key in ("gap", "excess")
+            )
+            if not calibrated:
+                excess = dict.fromkeys(excess, np.nan)
             failure = frame["failure"].to_numpy(np.float64)
+            test = excess["p_value"] if calibrated else gap["p_value"]
             rows.append(
                 {
                     "method": method,
@@ -701,7 +759,12 @@ def slice_summary(per_sample: pd.DataFrame) -> pd.DataFrame:
                     "size": inside.sum() / folds,
                     "failure": failure[inside].mean(),
                     "rest_failure": failure[~inside].mean(),
-                    **combined_gap(np.array(gaps), np.array(variances), np.array(sizes)),
+                    **gap,
+                    "excess_gap": excess["gap"],
+                    "excess_low": excess["gap_low"],
+                    "excess_high": excess["gap_high"],
+                    "excess_p_value": excess["p_value"],
+                    "underperforms": bool(test < SIGNIFICANCE),
                 }
             )
     return pd.DataFrame(rows)
@@ -793,13 +856,14 @@ def dataset_slices(
     parts = []
     for fold, embedding in zip(folds, vectors, strict=True):
         n, number = int(fold["n"].iloc[0]), int(fold["fold"].iloc[0])
+        fold_seed = derive_seed(seed, n, number)
         found = fold_slices(
             fold,
-            embedding,
+            principal_scores(embedding, int(settings["pca_components"]), fold_seed),
             task=task,
             settings=settings,
             clustering=clustering,
-            seed=derive_seed(seed, n, number),
+            seed=fold_seed,
         )
         parts.append(found.assign(n=n, fold=number))
     per_sample = pd.concat(parts, ignore_index=True)

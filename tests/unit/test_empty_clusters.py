@@ -127,7 +127,9 @@ def test_summary_tables_figure_and_verdict_name_the_empty_cluster(empty_fold):
         pd.DataFrame(),
         pd.DataFrame(),
         pd.DataFrame(),
+        pd.DataFrame(),
         SELECTED,
+        slice_method="domino",
     )
     assert "At n = 100, cluster 2 was empty (no sample's highest membership) in 4 of 4" in text
     assert "At n = 300, cluster 2 was empty (no sample's highest membership) in 3 of 4" in text

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from hetcv.heterogeneity import fit_temperature
 from hetcv.slices import (
     BASELINES,
     METHODS,
@@ -12,14 +13,17 @@ from hetcv.slices import (
     combined_gap,
     cross_fitted,
     dataset_slices,
-    embed,
+    expected_failure,
+    fold_slices,
     gap_estimate,
     halves,
+    principal_scores,
     ranked,
     shrunk_failure,
     slice_inputs,
     slice_profile,
     slice_summary,
+    standardised,
 )
 
 SETTINGS = {
@@ -158,6 +162,9 @@ def test_the_summary_of_a_planted_blob_reports_its_held_out_gap():
     assert set(per_sample["method"]) == set(METHODS + BASELINES)
     worst = summary[(summary["method"] == "domino") & (summary["slice"] == 0)].iloc[0]
     assert worst["p_value"] < 0.001 and worst["gap"] > 0.3
+    # Its confidence is as high as anywhere else: the excess is most of the gap.
+    assert worst["excess_p_value"] < 0.001 and worst["underperforms"]
+    assert worst["excess_gap"] > 0.5 * worst["gap"]
     assert worst["metric"] == pytest.approx(1 - worst["failure"])
     assert worst["profile"].startswith("site B ")
     assert summary.loc[summary["method"] == "loss", "outcome_defined"].all()
@@ -180,6 +187,7 @@ def test_slice_summary_averages_the_halves_gaps():
             "half": np.tile(np.repeat([0, 1], 25), 2),
             "slice": rng.choice([0, -1], 100),
             "failure": rng.integers(0, 2, 100).astype(float),
+            "expected": rng.uniform(0.3, 0.7, 100),
         }
     )
     row = slice_summary(frame).iloc[0]
@@ -191,6 +199,12 @@ def test_slice_summary_averages_the_halves_gaps():
         expected["p_value"]
     )
     assert row["size"] == pytest.approx((frame["slice"] == 0).sum() / 2)
+    residual = frame["failure"] - frame["expected"]
+    parts = [gap_estimate(residual[p.index].to_numpy(), p["slice"].to_numpy() == 0) for p in groups]
+    excess = combined_gap(np.array([g for g, _ in parts]), np.array([v for _, v in parts]), sizes)
+    assert row["excess_gap"] == pytest.approx(excess["gap"])
+    assert row["excess_p_value"] == pytest.approx(excess["p_value"])
+    assert row["underperforms"] == (excess["p_value"] < 0.05)
 
 
 def test_the_gap_interval_covers_a_fixed_slices_true_gap():
@@ -236,6 +250,71 @@ def test_with_nothing_planted_a_found_slice_is_significant_in_about_five_percent
     assert 0.025 <= np.mean(rejected) <= 0.08
 
 
+def test_the_expected_failure_is_recalibrated_on_the_other_half():
+    rng = np.random.default_rng(4)
+    n = 400
+    probability_1 = rng.uniform(0.05, 0.95, n)
+    classes = (rng.random(n) < probability_1).astype(int)
+    # An over-confident model: its logits doubled.
+    logits = 2 * np.log(np.column_stack([1 - probability_1, probability_1]))
+    stated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    data = SliceInputs(rng.normal(size=(n, 3)), classes, stated, rng.random(n), rng.random(n))
+    half = halves(classes, rng)
+    expected = expected_failure(data, half, "classification")
+    for measured in (0, 1):
+        other = half != measured
+        temperature = fit_temperature(np.log(stated[other]), classes[other])
+        assert 1.5 < temperature < 2.7
+        rows = half == measured
+        scaled = np.exp(np.log(stated[rows]) / temperature)
+        scaled /= scaled.sum(axis=1, keepdims=True)
+        assert expected[rows] == pytest.approx(1 - scaled.max(axis=1))
+    assert np.isnan(expected_failure(data, half, "regression")).all()
+
+
+def test_hard_images_are_no_slice_beyond_confidence_but_fail_the_raw_gap():
+    # A calibrated model whose confidence is low in one region of the embedding: that region
+    # fails more (the raw gap fires), exactly as its confidence says (the excess does not,
+    # about 5 % of 150 folds). A region the model is confidently wrong on is found by both.
+    rng = np.random.default_rng(5)
+    raw, excess = [], []
+    for draw in range(150):
+        n = 300
+        points = rng.normal(size=(n, 4))
+        hard = points[:, 0] > 0.8
+        confidence = np.where(hard, rng.uniform(0.55, 0.7, n), rng.uniform(0.9, 0.99, n))
+        target = rng.integers(0, 2, n)
+        wrong = rng.random(n) > confidence
+        predicted = np.where(wrong, 1 - target, target)
+        probability_1 = np.where(predicted == 1, confidence, 1 - confidence)
+        fold = pd.DataFrame(
+            {
+                "sample_id": [f"s{i}" for i in range(n)],
+                "n": n,
+                "target": target,
+                "prediction": predicted,
+                "correct": (~wrong).astype(int),
+                "loss": rng.random(n),
+                "probability_0": 1 - probability_1,
+                "probability_1": probability_1,
+            }
+        )
+        found = fold_slices(
+            fold,
+            points,
+            task="classification",
+            settings=SETTINGS,
+            clustering=CLUSTERING,
+            seed=draw,
+            methods=("error_predictor",),
+        )
+        row = slice_summary(found.assign(n=n, fold=0)).iloc[0]
+        raw.append(row["p_value"] < 0.05)
+        excess.append(row["underperforms"])
+    assert np.mean(raw) > 0.5
+    assert 0.01 <= np.mean(excess) <= 0.10
+
+
 def test_regression_uses_quartiles_and_the_relative_squared_error():
     rng = np.random.default_rng(0)
     target = rng.normal(10, 2, 200)
@@ -248,7 +327,8 @@ def test_regression_uses_quartiles_and_the_relative_squared_error():
             "loss": (prediction - target) ** 2,
         }
     )
-    data = slice_inputs(fold, embed(rng.normal(size=(200, 6)), 3, 0), "regression")
+    scores = principal_scores(rng.normal(size=(200, 6)), 3, 0)
+    data = slice_inputs(fold, standardised(scores), "regression")
     assert np.bincount(data.classes).tolist() == [50, 50, 50, 50]
     assert data.probabilities.shape == (200, 4)
     assert data.failure == pytest.approx(fold["sq_error"] / target.var())
@@ -263,8 +343,14 @@ def test_slice_profile_names_the_over_represented_level_and_the_median():
 
 
 def slice_rows(p_values, gaps=(0.2, 0.1, 0.05)):
+    excess = [g - 0.05 for g in gaps]
     return pd.DataFrame(
         {
+            "excess_gap": excess,
+            "excess_low": [g - 0.1 for g in excess],
+            "excess_high": [g + 0.1 for g in excess],
+            "excess_p_value": [min(1.0, 2 * p) for p in p_values],
+            "underperforms": [2 * p < 0.05 for p in p_values],
             "method": "domino",
             "n": 500,
             "slice": [0, 1, 2],
@@ -283,19 +369,23 @@ def slice_rows(p_values, gaps=(0.2, 0.1, 0.05)):
 def test_where_it_hurts_names_the_significant_slices_with_their_held_out_numbers():
     from hetcv.verdict import slices_lines
 
-    lines = slices_lines(slice_rows([0.001, 0.2, 0.01]), "domino")
+    # Slices 0 and 2 fail beyond the model's confidence (excess p 0.0008 and 0.02), slice 1
+    # only by its raw gap (excess p 0.4): 0 and 2 are named.
+    lines = slices_lines(slice_rows([0.0004, 0.2, 0.01]), "domino")
     assert lines[0] == "### Where it hurts (n = 500, domino slices)"
     assert lines[4:] == [
         "- Slice 0: about 40 held-out samples per fold, metric 0.700 against 0.950 for the "
-        "rest; gap +20.0 points (95 % CI +12.0 to +28.0, p = 0.001). It holds site B 80 % "
-        "(20 % overall).",
+        "rest; gap +20.0 points (95 % CI +12.0 to +28.0, p < 0.001); beyond its confidence "
+        "+15.0 points (95 % CI +5.0 to +25.0, p < 0.001). It holds site B 80 % (20 % overall).",
         "- Slice 2: about 80 held-out samples per fold, metric 0.850 against 0.930 for the "
-        "rest; gap +5.0 points (95 % CI -3.0 to +13.0, p = 0.010).",
+        "rest; gap +5.0 points (95 % CI -3.0 to +13.0, p = 0.010); beyond its confidence "
+        "+0.0 points (95 % CI -10.0 to +10.0, p = 0.020).",
     ]
     quiet = slices_lines(slice_rows([0.3, 0.6, 0.9], gaps=(0.02, -0.01, -0.03)), "domino")
     assert quiet[4:] == [
         "- No slice underperforms beyond noise: the worst one's held-out gap is +2.0 points "
-        "(95 % CI -6.0 to +10.0, p = 0.300)."
+        "(95 % CI -6.0 to +10.0, p = 0.300); beyond its confidence -3.0 points (95 % CI "
+        "-13.0 to +7.0, p = 0.600)."
     ]
 
 

@@ -36,9 +36,9 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
         "method": "domino",
         "embedding": "model",
         "pca_components": 10,
-        "domino": {"components": 25, "gamma": 10},
-        "george": {"components": 5},
-        "error_predictor": {"c": 1.0},
+        "domino": {"components": 25, "gamma": 1},
+        "george": {"components": 6},
+        "error_predictor": {"c": 0.1},
     }
     assert "report" not in TINY_STUDY
     assert study.datasets == ["digitvalue", "udigits"]

@@ -173,3 +173,14 @@ def test_roles_need_a_tuning_digit_a_test_digit_and_a_null():
         split_roles([tuning, test], 3)
     with pytest.raises(HetcvError, match="nothing is left to test"):
         split_roles([tuning, null], 3)
+
+
+def test_digit_spread_is_the_chi_square_of_correctness_by_digit():
+    from hetcv.validation import digit_spread
+
+    digit = np.repeat([3, 5, 9], [40, 40, 40])
+    correct = np.r_[np.arange(40) < 36, np.arange(40) < 38, np.arange(40) < 20]
+    found = digit_spread(correct, digit)
+    table = [[4, 36], [2, 38], [20, 20]]
+    assert found["digits_differ_p"] == pytest.approx(stats.chi2_contingency(table)[1])
+    assert found["hardest_digit"] == 9 and found["hardest_digit_accuracy"] == 0.5

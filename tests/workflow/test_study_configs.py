@@ -80,8 +80,8 @@ def test_validation_study_plans_the_benchmark(tmp_path):
     result = snakemake(workdir, "validate", "--configfile", str(config), "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    # Tuning: 5 planted settings × 3 seeds; test: 6 settings × 5 seeds; n = all, 2 folds.
-    assert counts["train"] == (5 * 3 + 6 * 5) * 2
+    # Tuning: 5 planted settings × 2 seeds; test: 6 settings × 5 seeds; n = all, 2 folds.
+    assert counts["train"] == (5 * 2 + 6 * 5) * 2
     assert "cluster" not in counts  # the benchmark's methods run inside the validation job
     assert counts["validation"] == 1 and counts["validation_figure"] == 1
 
