@@ -9,6 +9,7 @@ from hetcv.heterogeneity import fit_temperature
 from hetcv.slices import (
     BASELINES,
     METHODS,
+    PER_SAMPLE_COLUMNS,
     SliceInputs,
     combined_gap,
     cross_fitted,
@@ -150,15 +151,19 @@ def test_the_summary_of_a_planted_blob_reports_its_held_out_gap():
         metadata_columns=["site"],
         seed=3,
     )
-    assert list(per_sample.columns) == [
-        "sample_id",
-        "n",
-        "fold",
-        "method",
-        "slice",
-        "score",
-        "half",
-    ]
+    assert (
+        list(per_sample.columns)
+        == PER_SAMPLE_COLUMNS
+        == [
+            "sample_id",
+            "n",
+            "fold",
+            "method",
+            "slice",
+            "score",
+            "half",
+        ]
+    )
     assert set(per_sample["method"]) == set(METHODS + BASELINES)
     worst = summary[(summary["method"] == "domino") & (summary["slice"] == 0)].iloc[0]
     assert worst["p_value"] < 0.001 and worst["gap"] > 0.3
