@@ -173,7 +173,7 @@ def test_params_hold_the_slice_that_changes_a_result():
         "metric": lambda s: s.setdefault("metric", {}).update(classification="auroc"),
         "cv_target": lambda s: s.setdefault("planning", {}).update(cv_target=3),
         "slice_method": lambda s: s.setdefault("slices", {}).update(method="george"),
-        "slice_setting": lambda s: s.setdefault("slices", {}).update(domino={"gamma": 1}),
+        "slice_setting": lambda s: s.setdefault("slices", {}).update(domino={"gamma": 10}),
     }
     touched = {
         "epochs": {"train"},
