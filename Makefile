@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py --arch resnet18
 	$(BIN)/python benchmarks/train_speed.py --arch vgg16 --images 256 --rounds 4
 	$(BIN)/python benchmarks/analysis_speed.py
+	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/study_overhead.py
 
 test: $(STAMP)

@@ -169,9 +169,10 @@ echo "gpu_study: snakemake --cores $cores, limit $limit s"
 started=$(date +%s.%N)
 study_rc=0
 # --scheduler greedy: the ILP scheduler's pulp (16 MB of solver binaries) is not carried.
-# gpu=$cores: no limit on concurrent train jobs beyond the cores (8 at 2 threads each).
+# gpu=$cores and 2 threads per train job: at most 8 train jobs share the GPU (88 GiB at peak).
 (cd "$work" && timeout -k 20 "$limit" "$python" -m snakemake --cores "$cores" \
     --configfile "$root/study.yaml" --scheduler greedy --resources gpu="$cores" --keep-going \
+    --set-threads train=2 \
     >"$out/snakemake.log" 2>&1) || study_rc=$?
 wall=$("$python" -c "import time; print(round(time.time() - $started, 1))")
 stop_sampler

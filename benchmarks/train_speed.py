@@ -32,7 +32,14 @@ import torch
 from torch import nn
 
 from hetcv.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from hetcv.train import EVAL_BATCH_SIZE, InputPipeline, evaluate, select_device, train_epoch
+from hetcv.train import (
+    EVAL_BATCH_SIZE,
+    Adam,
+    InputPipeline,
+    evaluate,
+    select_device,
+    train_epoch,
+)
 
 
 def synchronise(device: torch.device) -> None:
@@ -127,6 +134,7 @@ def measure(args: argparse.Namespace, arch: str, device: torch.device) -> list[d
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    adam = Adam(list(model.parameters()), lr=1e-4)  # hetcv's own, same update
     pipeline = InputPipeline(images, device)
     data = plain_images(images, device)
     rows = torch.arange(args.images)
@@ -137,7 +145,14 @@ def measure(args: argparse.Namespace, arch: str, device: torch.device) -> list[d
     )
     steps = {
         ("train", "hetcv"): lambda: train_epoch(
-            model, pipeline, batches, labels, nn.CrossEntropyLoss(), optimizer, autocast
+            model,
+            pipeline,
+            batches,
+            [adam.lr] * len(batches),
+            labels,
+            nn.CrossEntropyLoss(),
+            adam,
+            autocast,
         ),
         ("train", "plain"): lambda: plain_epoch(model, data, labels, batches, optimizer, autocast),
         ("extract", "hetcv"): lambda: evaluate(model, pipeline, rows, autocast),

@@ -14,10 +14,12 @@ counts ``empty_clusters``, its CV is over the remaining clusters, and the log wa
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import cdist
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from hetcv.cluster import (
@@ -25,7 +27,7 @@ from hetcv.cluster import (
     add_loss_dimension,
     adjusted_rand,
     canonical_labels,
-    closest_distance,
+    closest_distances,
     fit_partition,
     fit_partition_within,
     match_to_reference,
@@ -35,18 +37,20 @@ from hetcv.cluster import (
 )
 from hetcv.columns import feature_columns
 from hetcv.errors import HetcvError
-from hetcv.io import write_parquet
+from hetcv.io import parquet_parts, write_parquet
 from hetcv.metrics import ClusterMetric, dataset_metric
 from hetcv.seeding import derive_seed
 from hetcv.stats import (
     cluster_metrics,
     coefficient_of_variation,
     permutation_p_value,
-    permutations_within,
     permuted_cluster_metrics,
+    permuted_values,
 )
 
 log = logging.getLogger(__name__)
+
+CLUSTER_TABLES = ("assignments", "cluster_stats", "pairs", "runs")  # FoldClustering's, in order
 
 
 @dataclass
@@ -74,9 +78,7 @@ class FoldClustering:
     runs: pd.DataFrame
 
 
-def clustered_space(
-    features: pd.DataFrame, pca_components: int, error_aware: bool, seed: int
-) -> np.ndarray:
+def clustered_space(features: pd.DataFrame, pca_components: int, error_aware: bool) -> np.ndarray:
     """The space the samples are clustered in: PCA scores, plus the loss when error-aware.
 
     Parameters
@@ -87,8 +89,6 @@ def clustered_space(
         Principal components to keep (capped by :func:`hetcv.cluster.pca_scores`).
     error_aware : bool
         Append the standardised loss as one more dimension.
-    seed : int
-        Seed of the PCA (its ``random_state``).
 
     Returns
     -------
@@ -96,13 +96,15 @@ def clustered_space(
         ``n_dims``: the components kept, plus one when ``error_aware``.
     """
     embedding = features[feature_columns(features.columns)].to_numpy()
-    points = pca_scores(embedding, pca_components, seed)
+    points = pca_scores(embedding, pca_components)
     if error_aware:
         points = add_loss_dimension(points, features["loss"].to_numpy(dtype=np.float64))
     return points
 
 
-def validity(points: np.ndarray, part: Partition, sampled: np.ndarray) -> dict[str, float]:
+def validity(
+    points: np.ndarray, part: Partition, sampled: np.ndarray, sampled_distances: np.ndarray
+) -> dict[str, float]:
     """Elbow SSE, silhouette, Calinski–Harabasz, Davies–Bouldin and the smallest cluster.
 
     Parameters
@@ -113,6 +115,8 @@ def validity(points: np.ndarray, part: Partition, sampled: np.ndarray) -> dict[s
         The run to score.
     sampled : ndarray of int
         The rows the silhouette is computed on (:func:`hetcv.cluster.silhouette_rows`).
+    sampled_distances : ndarray of shape (len(sampled), len(sampled))
+        Their Euclidean distances, computed once per fold.
 
     Returns
     -------
@@ -132,7 +136,7 @@ def validity(points: np.ndarray, part: Partition, sampled: np.ndarray) -> dict[s
         "min_cluster_fraction": float(np.bincount(labels, minlength=part.k).min() / len(labels)),
     }
     if 2 <= len(present) <= len(labels) - 1:
-        indices["silhouette"] = silhouette(points[sampled], labels[sampled], part.k)
+        indices["silhouette"] = silhouette(sampled_distances, labels[sampled], part.k)
         indices["calinski_harabasz"] = float(calinski_harabasz_score(points, labels))
         indices["davies_bouldin"] = float(davies_bouldin_score(points, labels))
     else:
@@ -172,18 +176,17 @@ def geometry(points: np.ndarray, part: Partition) -> tuple[list[dict], list[dict
                 "dist_sd": to_centre.std(ddof=1) if len(rows) > 1 else np.nan,
             }
         )
-    pairs = []
-    for a in range(part.k):
-        for b in range(a + 1, part.k):
-            closest = closest_distance(points[members[a]], points[members[b]])
-            pairs.append(
-                {
-                    "cluster_a": a,
-                    "cluster_b": b,
-                    "centroid_distance": float(np.linalg.norm(part.centers[a] - part.centers[b])),
-                    "closest_distance": float(closest),
-                }
-            )
+    closest = closest_distances([points[rows] for rows in members])
+    pairs = [
+        {
+            "cluster_a": a,
+            "cluster_b": b,
+            "centroid_distance": float(np.linalg.norm(part.centers[a] - part.centers[b])),
+            "closest_distance": float(closest[a, b]),
+        }
+        for a in range(part.k)
+        for b in range(a + 1, part.k)
+    ]
     return clusters, pairs
 
 
@@ -260,6 +263,148 @@ def aligned_runs(
     return [run.relabel(order) for run in runs]
 
 
+@dataclass
+class FoldSpace:
+    """What every clustering of one fold shares, computed once for all its algorithms.
+
+    Attributes
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        The clustered space (:func:`clustered_space`).
+    sampled : ndarray of int
+        The rows the silhouette is computed on (:func:`hetcv.cluster.silhouette_rows`).
+    sampled_distances : ndarray of shape (len(sampled), len(sampled))
+        Their Euclidean distances.
+    outcome : tuple of (ndarray, ndarray or None)
+        Per-sample outcome and class codes (:meth:`hetcv.metrics.ClusterMetric.outcome`).
+    groups : ndarray or None
+        Each sample's class when clustering within class, else None.
+    permuted_score : ndarray of shape (null_permutations, n_samples)
+        The permutation null's scores, shared by every algorithm, k and repeat of the fold,
+        so that the repeat-averaged null CV is a proper permutation distribution.
+    """
+
+    points: np.ndarray
+    sampled: np.ndarray
+    sampled_distances: np.ndarray
+    outcome: tuple[np.ndarray, np.ndarray | None]
+    groups: np.ndarray | None
+    permuted_score: np.ndarray
+
+
+def fold_space(
+    features: pd.DataFrame,
+    *,
+    metric: ClusterMetric,
+    pca_components: int,
+    within: str,
+    error_aware: bool,
+    null_permutations: int,
+    seed: int,
+) -> FoldSpace:
+    """The fold's clustered space, silhouette sample and permutation null; see :class:`FoldSpace`.
+
+    Parameters are those of :func:`analyse_fold`.
+    """
+    points = clustered_space(features, pca_components, error_aware)
+    sampled = silhouette_rows(len(points), derive_seed(seed, "silhouette"))
+    score, classes = metric.outcome(features)
+    groups = features["target"].to_numpy() if within == "class" else None
+    # Permuted within class when the clusters are built within class (a plain accuracy gap
+    # between classes is not heterogeneity of the clusters), and always for the metrics
+    # whose classes stay put.
+    within_class = groups is not None or metric.uses_classes
+    strata = features["target"].to_numpy() if within_class else np.zeros(len(features))
+    null_rng = np.random.default_rng(derive_seed(seed, "null"))
+    return FoldSpace(
+        points=points,
+        sampled=sampled,
+        sampled_distances=cdist(points[sampled], points[sampled]),
+        outcome=(score, classes),
+        groups=groups,
+        permuted_score=permuted_values(score, strata, null_permutations, null_rng),
+    )
+
+
+def clusterings_by_k(
+    features: pd.DataFrame,
+    space: FoldSpace,
+    *,
+    metric: ClusterMetric,
+    algorithm: str,
+    k: list[int],
+    repeats: int,
+    fcm: dict | None,
+    error_aware: bool,
+    seed: int,
+) -> Iterator[FoldClustering]:
+    """The four tables of each k in turn, so that a large fold's job can write as it goes.
+
+    Parameters are those of :func:`analyse_fold`, with the fold's shared :class:`FoldSpace`.
+    """
+    score, classes = space.outcome
+    fold_metric = metric.of_samples(score, classes)
+    targets = None if metric.name == "nrmse" else features["target"].to_numpy()
+    for n_clusters in k:
+        tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
+        partitions = aligned_runs(
+            space.points,
+            space.groups,
+            space.outcome,
+            algorithm,
+            n_clusters,
+            repeats,
+            fcm,
+            seed,
+            metric,
+        )
+        stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
+        for repeat, part in enumerate(partitions):
+            values, size = cluster_metrics(part.labels, score, part.k, metric, classes)
+            null_cv = coefficient_of_variation(
+                permuted_cluster_metrics(
+                    part.labels, space.permuted_score, part.k, metric, classes
+                ),
+                axis=1,
+            )
+            key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
+            _warn_empty(key, size, values)
+            tables["assignments"].append(_assignment_table(features, key, part, values))
+            cluster_geometry, pair_geometry = geometry(space.points, part)
+            tables["cluster_stats"] += _cluster_rows(
+                key, part, values, size, score, targets, cluster_geometry
+            )
+            tables["pairs"] += [{**key, **pair} for pair in pair_geometry]
+            cv = float(coefficient_of_variation(values))
+            tables["runs"].append(
+                {
+                    **key,
+                    "n_clusters": part.k,
+                    "n_samples": len(features),
+                    "fold_metric": fold_metric,
+                    "cv": cv,
+                    "empty_clusters": int((size == 0).sum()),
+                    "null_cv": null_cv.tolist(),
+                    "null_cv_mean": float(np.nanmean(null_cv)),
+                    # Clusters built from the loss are not exchangeable with the scores.
+                    "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
+                    "undefined_clusters": int((np.isnan(values) & (size > 0)).sum()),
+                    "worst_cluster": int(np.nanargmin(values)),
+                    **validity(space.points, part, space.sampled, space.sampled_distances),
+                    "fpc": part.extra.get("fpc", np.nan),
+                    "bic": part.extra.get("bic", np.nan),
+                    "stability_ari": stability[repeat],
+                }
+            )
+        log.info("%s k=%d: %d repeats done", algorithm, n_clusters, repeats)
+        yield FoldClustering(
+            assignments=pd.concat(tables["assignments"], ignore_index=True),
+            cluster_stats=pd.DataFrame(tables["cluster_stats"]),
+            pairs=pd.DataFrame(tables["pairs"]),
+            runs=pd.DataFrame(tables["runs"]),
+        )
+
+
 def analyse_fold(
     features: pd.DataFrame,
     *,
@@ -305,68 +450,33 @@ def analyse_fold(
     FoldClustering
         Per-sample assignments, per-cluster rows, per-pair rows and one row per run.
     """
-    points = clustered_space(features, pca_components, error_aware, seed)
-    sampled = silhouette_rows(len(points), derive_seed(seed, "silhouette"))
-    score, classes = outcome = metric.outcome(features)
-    groups = features["target"].to_numpy() if within == "class" else None
-    # One set of permutations per fold, shared by every algorithm, k and repeat, so that the
-    # repeat-averaged null CV is a proper permutation distribution. Within class when the
-    # clusters are built within class (a plain accuracy gap between classes is not
-    # heterogeneity of the clusters), and always for the metrics whose classes stay put.
-    null_rng = np.random.default_rng(derive_seed(seed, "null"))
-    within_class = groups is not None or metric.uses_classes
-    strata = features["target"].to_numpy() if within_class else np.zeros(len(features))
-    permuted_score = score[permutations_within(strata, null_permutations, null_rng)]
-    fold_metric = metric.of_samples(score, classes)
-    targets = None if metric.name == "nrmse" else features["target"].to_numpy()
-
-    tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
-    for n_clusters in k:
-        partitions = aligned_runs(
-            points, groups, outcome, algorithm, n_clusters, repeats, fcm, seed, metric
+    space = fold_space(
+        features,
+        metric=metric,
+        pca_components=pca_components,
+        within=within,
+        error_aware=error_aware,
+        null_permutations=null_permutations,
+        seed=seed,
+    )
+    parts = list(
+        clusterings_by_k(
+            features,
+            space,
+            metric=metric,
+            algorithm=algorithm,
+            k=k,
+            repeats=repeats,
+            fcm=fcm,
+            error_aware=error_aware,
+            seed=seed,
         )
-        stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
-        for repeat, part in enumerate(partitions):
-            values, size = cluster_metrics(part.labels, score, part.k, metric, classes)
-            null_cv = coefficient_of_variation(
-                permuted_cluster_metrics(part.labels, permuted_score, part.k, metric, classes),
-                axis=1,
-            )
-            key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
-            _warn_empty(key, size, values)
-            tables["assignments"].append(_assignment_table(features, key, part, values))
-            cluster_geometry, pair_geometry = geometry(points, part)
-            tables["cluster_stats"] += _cluster_rows(
-                key, part, values, size, score, targets, cluster_geometry
-            )
-            tables["pairs"] += [{**key, **pair} for pair in pair_geometry]
-            cv = float(coefficient_of_variation(values))
-            tables["runs"].append(
-                {
-                    **key,
-                    "n_clusters": part.k,
-                    "n_samples": len(features),
-                    "fold_metric": fold_metric,
-                    "cv": cv,
-                    "empty_clusters": int((size == 0).sum()),
-                    "null_cv": null_cv.tolist(),
-                    "null_cv_mean": float(np.nanmean(null_cv)),
-                    # Clusters built from the loss are not exchangeable with the scores.
-                    "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
-                    "undefined_clusters": int((np.isnan(values) & (size > 0)).sum()),
-                    "worst_cluster": int(np.nanargmin(values)),
-                    **validity(points, part, sampled),
-                    "fpc": part.extra.get("fpc", np.nan),
-                    "bic": part.extra.get("bic", np.nan),
-                    "stability_ari": stability[repeat],
-                }
-            )
-        log.info("%s k=%d: %d repeats done", algorithm, n_clusters, repeats)
+    )
     return FoldClustering(
-        assignments=pd.concat(tables["assignments"], ignore_index=True),
-        cluster_stats=pd.DataFrame(tables["cluster_stats"]),
-        pairs=pd.DataFrame(tables["pairs"]),
-        runs=pd.DataFrame(tables["runs"]),
+        **{
+            table: pd.concat([getattr(part, table) for part in parts], ignore_index=True)
+            for table in CLUSTER_TABLES
+        }
     )
 
 
@@ -464,7 +574,11 @@ def check_k_fits(k: list[int], n_samples: int, where: str) -> None:
 
 
 def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
-    """The cluster rule: read one fold's features, write its four tables.
+    """The cluster rule: read one fold's features, write the four tables of each algorithm.
+
+    The fold's space, silhouette sample and permutation null are computed once for all the
+    algorithms; each algorithm's assignments are written a k at a time, so that memory holds
+    one k's rows, not a large fold's ``n × k's × repeats``.
 
     Parameters
     ----------
@@ -472,21 +586,37 @@ def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``features`` (the fold's held-out features) and ``manifest`` (its targets give the
         dataset-wide NRMSE normaliser and class list).
     outputs : dict
-        ``assignments``, ``cluster_stats``, ``pairs`` and ``runs`` (Parquet paths).
+        ``assignments``, ``cluster_stats``, ``pairs`` and ``runs``: Parquet paths, one per
+        algorithm, in the order of ``clustering["algorithms"]``.
     params : dict
-        ``n``, ``fold``, ``metric``, ``nrmse_normalizer`` and ``clustering``, the keyword
-        arguments of :func:`analyse_fold`.
+        ``n``, ``fold``, ``metric``, ``nrmse_normalizer`` and ``clustering``: the keyword
+        arguments of :func:`analyse_fold`, with ``algorithms`` for ``algorithm``.
     """
     clustering = params["clustering"]
     table = pd.read_parquet(inputs["features"])
     check_k_fits(clustering["k"], len(table), inputs["features"])
     targets = pd.read_parquet(inputs["manifest"], columns=["target"])["target"].to_numpy()
     metric = dataset_metric(params["metric"], targets, params["nrmse_normalizer"])
-    result = analyse_fold(table, metric=metric, **clustering)
-    for frame, name in (
-        (result.assignments, "assignments"),
-        (result.cluster_stats, "cluster_stats"),
-        (result.pairs, "pairs"),
-        (result.runs, "runs"),
-    ):
-        write_parquet(frame.assign(n=params["n"], fold=params["fold"]), outputs[name])
+    shared = ("pca_components", "within", "error_aware", "null_permutations", "seed")
+    space = fold_space(table, metric=metric, **{key: clustering[key] for key in shared})
+    fold = {"n": params["n"], "fold": params["fold"]}
+    for position, algorithm in enumerate(clustering["algorithms"]):
+        path = {name: outputs[name][position] for name in CLUSTER_TABLES}
+        collected: dict[str, list] = {name: [] for name in CLUSTER_TABLES[1:]}
+        with parquet_parts(path["assignments"]) as write:
+            for part in clusterings_by_k(
+                table,
+                space,
+                metric=metric,
+                algorithm=algorithm,
+                k=clustering["k"],
+                repeats=clustering["repeats"],
+                fcm=clustering["fcm"] if algorithm == "fcm" else None,
+                error_aware=clustering["error_aware"],
+                seed=clustering["seed"],
+            ):
+                write(part.assignments.assign(**fold))
+                for name, frames in collected.items():
+                    frames.append(getattr(part, name))
+        for name, frames in collected.items():
+            write_parquet(pd.concat(frames, ignore_index=True).assign(**fold), path[name])

@@ -8,13 +8,13 @@ summing to one; labels are hard labels, the argmax of the membership.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 
 from hetcv.errors import HetcvError
 
@@ -76,10 +76,15 @@ class Partition:
         return Partition(self.membership[:, order], self.centers[order], dict(self.extra))
 
 
-def pca_scores(features: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    """Principal-component scores of the features (full SVD, in float64).
+def pca_scores(features: np.ndarray, n_components: int) -> np.ndarray:
+    """Principal-component scores of the features, in float64, a block of rows at a time.
 
-    Components are capped at ``min(n_samples - 1, n_features)`` with a warning in the log.
+    The components are the leading eigenvectors of the scatter matrix, which is summed over
+    blocks of :data:`PCA_BLOCK` rows: memory holds the features and a ``n_features²`` matrix,
+    never a float64 copy of a large fold (a 50,000 × 512 fold's SVD needs about 1 GB more).
+    Signs follow scikit-learn's ``PCA`` (each component's largest loading positive), whose
+    scores these equal to rounding. Components are capped at ``min(n_samples - 1,
+    n_features)`` with a warning in the log.
 
     Parameters
     ----------
@@ -87,8 +92,6 @@ def pca_scores(features: np.ndarray, n_components: int, seed: int) -> np.ndarray
         Back-model features of the held-out samples (``n_features`` = 512).
     n_components : int
         Requested number of components (``pca_components``).
-    seed : int
-        ``random_state`` of the PCA.
 
     Returns
     -------
@@ -104,8 +107,18 @@ def pca_scores(features: np.ndarray, n_components: int, seed: int) -> np.ndarray
             features.shape[0],
         )
         n_components = cap
-    pca = PCA(n_components=n_components, svd_solver="full", random_state=seed)
-    return pca.fit_transform(features.astype(np.float64))
+    mean = features.mean(axis=0, dtype=np.float64)
+    blocks = range(0, len(features), PCA_BLOCK)
+    scatter = np.zeros((features.shape[1], features.shape[1]))
+    for start in blocks:
+        centred = features[start : start + PCA_BLOCK].astype(np.float64) - mean
+        scatter += centred.T @ centred
+    components = np.linalg.eigh(scatter)[1][:, ::-1][:, :n_components]
+    largest = np.abs(components).argmax(axis=0)
+    components *= np.sign(components[largest, np.arange(n_components)])
+    return np.concatenate(
+        [(features[start : start + PCA_BLOCK] - mean) @ components for start in blocks]
+    )
 
 
 def add_loss_dimension(points: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -290,48 +303,22 @@ def adjusted_rand(first: np.ndarray, second: np.ndarray, k: int) -> float:
     return float((index - expected) / (maximum - expected))
 
 
+PCA_BLOCK = 4096  # rows of the features centred in float64 at once
 SILHOUETTE_EXACT_LIMIT = 5000  # above it, a seeded subsample of this size (silhouette_rows)
-DISTANCE_BLOCK = 1024  # rows of the distance matrix held at once
+CLOSEST_PROBES = 32  # points that set closest_distances' first upper bound
 
 
-def cluster_distance_sums(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Σ of the Euclidean distances from each point to the members of each cluster.
+def silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Mean silhouette coefficient (as scikit-learn's) from the samples' distance matrix.
 
-    Computed a block of rows at a time, so memory grows with ``DISTANCE_BLOCK × n_samples``,
-    never with the ``n_samples²`` of a distance matrix.
-
-    Parameters
-    ----------
-    points : ndarray of shape (n_samples, n_dims)
-    labels : ndarray of shape (n_samples,)
-        Hard labels in ``0..k-1``.
-    k : int
-
-    Returns
-    -------
-    ndarray of shape (n_samples, k)
-    """
-    from scipy.spatial.distance import cdist
-
-    one_hot = np.eye(k)[labels]
-    totals = np.empty((len(points), k))
-    for start in range(0, len(points), DISTANCE_BLOCK):
-        stop = start + DISTANCE_BLOCK
-        totals[start:stop] = cdist(points[start:stop], points) @ one_hot
-    return totals
-
-
-def silhouette(points: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Mean silhouette coefficient (as scikit-learn's), without an n × n distance matrix.
-
-    Samples alone in their cluster score 0; empty clusters are ignored. Exact over the points
-    given: above :data:`SILHOUETTE_EXACT_LIMIT` samples, pass a subsample
-    (:func:`silhouette_rows`).
+    Samples alone in their cluster score 0; empty clusters are ignored. The matrix is computed
+    once per fold on at most :data:`SILHOUETTE_EXACT_LIMIT` samples (:func:`silhouette_rows`)
+    and serves every clustering of the fold; one clustering costs a matrix product.
 
     Parameters
     ----------
-    points : ndarray of shape (n_samples, n_dims)
-        Samples in the clustered space.
+    distances : ndarray of shape (n_samples, n_samples)
+        Euclidean distances between the samples in the clustered space.
     labels : ndarray of shape (n_samples,)
         Hard labels in ``0..k-1``.
     k : int
@@ -343,7 +330,7 @@ def silhouette(points: np.ndarray, labels: np.ndarray, k: int) -> float:
         Between -1 and 1.
     """
     size = np.bincount(labels, minlength=k).astype(np.float64)
-    totals = cluster_distance_sums(points, labels, k)
+    totals = distances @ np.eye(k)[labels]
     own_size = size[labels]
     with np.errstate(invalid="ignore", divide="ignore"):
         inner = totals[np.arange(len(labels)), labels] / (own_size - 1)
@@ -379,26 +366,61 @@ def silhouette_rows(n_samples: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_samples, SILHOUETTE_EXACT_LIMIT, replace=False))
 
 
-def closest_distance(first: np.ndarray, second: np.ndarray) -> float:
-    """The smallest Euclidean distance between a point of ``first`` and one of ``second``.
+def closest_distances(groups: list[np.ndarray]) -> np.ndarray:
+    """The smallest Euclidean distance between a point of each group and one of each other.
 
-    A k-d tree of the larger set, queried by the smaller: O(n log n), no distance matrix.
+    Exact, without a distance matrix. For each pair, the line through the two groups' means
+    gives a first answer and a filter: the closest points of each group along it, against
+    every point of the other (:data:`CLOSEST_PROBES` each), bound the answer from above, and a
+    pair of points can only be closer than that bound if their positions along the line are
+    (the projection onto a unit vector shortens every distance). Only the points with a
+    partner that near along the line enter a k-d tree query, within the bound. Clusters that
+    touch, as a partition's do, leave a thin slab on each side; far-apart, tight clusters
+    leave more, and cost more.
 
     Parameters
     ----------
-    first, second : ndarray of shape (n_first, n_dims), (n_second, n_dims)
+    groups : list of ndarray of shape (n_i, n_dims)
+        The points of each group (cluster).
 
     Returns
     -------
-    float
-        NaN when either set is empty.
+    ndarray of shape (n_groups, n_groups)
+        Symmetric; NaN on the diagonal and where either group is empty.
     """
     from scipy.spatial import cKDTree
+    from scipy.spatial.distance import cdist
 
-    if not len(first) or not len(second):
-        return np.nan
-    small, large = sorted((first, second), key=len)
-    return float(cKDTree(large).query(small, k=1)[0].min())
+    distances = np.full((len(groups), len(groups)), np.nan)
+    for a, b in itertools.combinations(range(len(groups)), 2):
+        first, second = groups[a], groups[b]
+        if not len(first) or not len(second):
+            continue
+        direction = second.mean(axis=0) - first.mean(axis=0)
+        length = np.linalg.norm(direction)
+        direction = direction / length if length > 0 else np.eye(first.shape[1])[0]
+        along_first, along_second = first @ direction, second @ direction
+        bound = min(
+            cdist(first[np.argsort(along_first)[-CLOSEST_PROBES:]], second).min(),
+            cdist(second[np.argsort(along_second)[:CLOSEST_PROBES]], first).min(),
+        )
+        # Slack for rounding: cdist, the projections and the tree each round differently.
+        reach = bound * (1 + 1e-9) + 1e-12
+        near_first = _has_partner_within(along_first, along_second, reach)
+        near_second = _has_partner_within(along_second, along_first, reach)
+        found = cKDTree(second[near_second]).query(
+            first[near_first], k=1, distance_upper_bound=reach
+        )[0]
+        distances[a, b] = distances[b, a] = found.min()
+    return distances
+
+
+def _has_partner_within(positions: np.ndarray, others: np.ndarray, reach: float) -> np.ndarray:
+    """Whether each of ``positions`` has one of ``others`` within ``reach`` (1-d)."""
+    others = np.sort(others)
+    below = np.searchsorted(others, positions - reach, side="left")
+    above = np.searchsorted(others, positions + reach, side="right")
+    return above > below
 
 
 def match_to_reference(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

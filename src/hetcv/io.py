@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from hetcv.errors import HetcvError
 
 
 @contextmanager
@@ -49,6 +51,46 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """
     with atomic_path(path) as temporary:
         frame.to_parquet(temporary, index=False, engine="pyarrow")
+
+
+@contextmanager
+def parquet_parts(path: str | os.PathLike) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """Yield a function that appends a DataFrame to one Parquet file; the file appears whole.
+
+    Each part becomes a row group, so a table far larger than memory's share can be written a
+    part at a time. Every part must have the first one's columns and types. As with
+    :func:`write_parquet`, the file is renamed into place only if the block succeeds.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.parquet`` file.
+
+    Yields
+    ------
+    write : callable
+        ``write(frame)`` appends ``frame`` (without its index).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    with atomic_path(path) as temporary:
+
+        def write(frame: pd.DataFrame) -> None:
+            nonlocal writer
+            part = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(temporary, part.schema)
+            writer.write_table(part)
+
+        try:
+            yield write
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise HetcvError(f"{path}: no rows were written")
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:

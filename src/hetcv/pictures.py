@@ -37,7 +37,7 @@ def error_flags(table: pd.DataFrame, task: str) -> np.ndarray:
 
 
 def scatter_points(
-    fold: pd.DataFrame, clusters: pd.DataFrame, task: str, pca_components: int, seed: int
+    fold: pd.DataFrame, clusters: pd.DataFrame, task: str, pca_components: int
 ) -> pd.DataFrame:
     """One held-out fold on the first two principal components of its features.
 
@@ -52,8 +52,6 @@ def scatter_points(
     task : {"classification", "regression"}
     pca_components : int
         The clustering's ``pca_components`` (at least 2 are computed here).
-    seed : int
-        The PCA's ``random_state``.
 
     Returns
     -------
@@ -61,7 +59,7 @@ def scatter_points(
         ``pc1``, ``pc2``, ``cluster`` and ``error`` per sample, in the fold's order.
     """
     embedding = fold[feature_columns(fold.columns)].to_numpy()
-    coordinates = pca_scores(embedding, max(2, pca_components), seed)
+    coordinates = pca_scores(embedding, max(2, pca_components))
     cluster = clusters.set_index("sample_id").loc[fold["sample_id"], "cluster"].to_numpy()
     return pd.DataFrame(
         {

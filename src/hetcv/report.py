@@ -125,7 +125,7 @@ def run_pictures_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``{scatter,gallery}_{png,pdf}``.
     params : dict
-        ``dataset``, ``task``, ``selected``, ``style``, ``pca_components`` and ``seed``.
+        ``dataset``, ``task``, ``selected``, ``style`` and ``pca_components``.
     """
     dataset, task, selected, style = (params[k] for k in ("dataset", "task", "selected", "style"))
     per_sample = read_per_sample(inputs["export"])
@@ -134,9 +134,7 @@ def run_pictures_job(inputs: dict, outputs: dict, params: dict) -> None:
         fold = pd.read_parquet(path)
         n = int(fold["n"].iloc[0])
         at_fold0 = per_sample[(per_sample["n"] == n) & (per_sample["fold"] == 0)]
-        points_by_n[n] = scatter_points(
-            fold, at_fold0, task, params["pca_components"], params["seed"]
-        )
+        points_by_n[n] = scatter_points(fold, at_fold0, task, params["pca_components"])
 
     largest = int(per_sample["n"].max())
     pixels = np.load(inputs["images"], mmap_mode="r")

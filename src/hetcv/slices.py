@@ -129,7 +129,7 @@ class SliceScores:
 # Inputs
 
 
-def principal_scores(vectors: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+def principal_scores(vectors: np.ndarray, n_components: int) -> np.ndarray:
     """PCA scores of one fold's embedding (model features, the user's, or pixels).
 
     Fitted on every held-out sample of the fold: PCA sees no label, so no half learns from the
@@ -142,7 +142,6 @@ def principal_scores(vectors: np.ndarray, n_components: int, seed: int) -> np.nd
         Flattened to one row per sample.
     n_components : int
         ``slices.pca_components``; capped at ``n_samples − 1`` and the vectors' width.
-    seed : int
 
     Returns
     -------
@@ -150,7 +149,7 @@ def principal_scores(vectors: np.ndarray, n_components: int, seed: int) -> np.nd
     """
     from hetcv.cluster import pca_scores
 
-    return pca_scores(vectors.reshape(len(vectors), -1), n_components, seed)
+    return pca_scores(vectors.reshape(len(vectors), -1), n_components)
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:
@@ -859,7 +858,7 @@ def dataset_slices(
         fold_seed = derive_seed(seed, n, number)
         found = fold_slices(
             fold,
-            principal_scores(embedding, int(settings["pca_components"]), fold_seed),
+            principal_scores(embedding, int(settings["pca_components"])),
             task=task,
             settings=settings,
             clustering=clustering,

@@ -18,6 +18,7 @@ from hetcv.metrics import ClusterMetric
 SIGNIFICANCE = 0.05
 SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
 PAPER_CV_GUIDELINE = 5.0  # the paper's "CV below 5 %", in %
+PERMUTATION_CHUNK = 50  # permutations whose temporaries are held at once
 
 
 def cluster_metrics(
@@ -104,9 +105,42 @@ def permuted_cluster_metrics(
     metric : ndarray of shape (n_permutations, k)
         Metric of each cluster under each permutation; NaN where undefined.
     """
-    ones = np.ones(permuted_score.shape)
-    sums = metric.sums(permuted_score, ones, np.eye(k)[labels], classes)
-    return metric.value_and_variance(sums)[0]
+    indicator = np.eye(k)[labels]
+    values = np.empty((len(permuted_score), k))
+    # A chunk of permutations at a time bounds the metric's per-sample temporaries.
+    for start in range(0, len(permuted_score), PERMUTATION_CHUNK):
+        chunk = permuted_score[start : start + PERMUTATION_CHUNK]
+        sums = metric.sums(chunk, np.ones(chunk.shape), indicator, classes)
+        values[start : start + PERMUTATION_CHUNK] = metric.value_and_variance(sums)[0]
+    return values
+
+
+def permuted_values(
+    values: np.ndarray, strata: np.ndarray, permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Return ``values`` permuted within every stratum, once per row.
+
+    The permutation indices are drawn :data:`PERMUTATION_CHUNK` rows at a time, so memory
+    holds the result and one chunk of indices, never a ``permutations × n_samples`` index array
+    beside it.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_samples,)
+    strata : ndarray of shape (n_samples,)
+        Stratum of each sample (see :func:`permutations_within`).
+    permutations : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (permutations, n_samples)
+    """
+    permuted = np.empty((permutations, len(values)), dtype=np.asarray(values).dtype)
+    for start in range(0, permutations, PERMUTATION_CHUNK):
+        rows = min(PERMUTATION_CHUNK, permutations - start)
+        permuted[start : start + rows] = values[permutations_within(strata, rows, rng)]
+    return permuted
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:

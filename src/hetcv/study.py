@@ -380,11 +380,11 @@ def _cluster(study: Study, w) -> dict:
         "n": int(w.n),
         "fold": int(w.fold),
         "clustering": {
-            "algorithm": w.algorithm,
+            "algorithms": study.algorithms,
             "k": sorted(clustering["k"]),
             **{key: clustering[key] for key in ("repeats", "pca_components", "within")},
             **{key: clustering[key] for key in ("error_aware", "null_permutations")},
-            "fcm": clustering["fcm"] if w.algorithm == "fcm" else None,
+            "fcm": clustering["fcm"] if "fcm" in study.algorithms else None,
             "seed": _job_seed(study, w),
         },
     }
@@ -467,7 +467,6 @@ def _pictures(study: Study, w) -> dict:
     return {
         **_figures(study, w),
         "pca_components": study.config["clustering"]["pca_components"],
-        "seed": derive_seed(study.config["seed"], w.dataset, "pictures"),
     }
 
 

@@ -241,7 +241,7 @@ class PlantedDataset:
             fold_seed = derive_seed(seed, self.name, number)
             found = fold_slices(
                 fold,
-                self.scores(settings["embedding"], settings["pca_components"], number, fold_seed),
+                self.scores(settings["embedding"], settings["pca_components"], number),
                 task="classification",
                 settings={method: settings},
                 clustering=clustering,
@@ -251,11 +251,11 @@ class PlantedDataset:
             parts.append(found.assign(n=int(fold["n"].iloc[0]), fold=number))
         return pd.concat(parts, ignore_index=True)
 
-    def scores(self, embedding: str, width: int, number: int, seed: int) -> np.ndarray:
+    def scores(self, embedding: str, width: int, number: int) -> np.ndarray:
         """A fold's principal scores, computed once per (embedding, width, fold)."""
         key = (embedding, width, number)
         if key not in self._scores:
-            self._scores[key] = principal_scores(self.vectors[embedding][number], width, seed)
+            self._scores[key] = principal_scores(self.vectors[embedding][number], width)
         return self._scores[key]
 
     def score(self, method: str, settings: dict, clustering: dict, seed: int) -> dict:

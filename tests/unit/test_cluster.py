@@ -1,16 +1,21 @@
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial.distance import cdist
 from sklearn.datasets import make_blobs
+from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from hetcv.analysis import aligned_runs, analyse_fold, geometry
 from hetcv.cluster import (
+    PCA_BLOCK,
     SILHOUETTE_EXACT_LIMIT,
     Partition,
     adjusted_rand,
     canonical_labels,
-    closest_distance,
+    closest_distances,
     fit_partition,
     fit_partition_within,
     match_to_reference,
@@ -53,34 +58,41 @@ def test_adjusted_rand_and_silhouette_match_scikit_learn(seed):
     first[first == 3] = 2  # an empty cluster
     assert adjusted_rand(first, second, 4) == pytest.approx(adjusted_rand_score(first, second))
     assert adjusted_rand(first, first, 4) == pytest.approx(1.0)
-    assert silhouette(points, first, 4) == pytest.approx(silhouette_score(points, first))
+    distances = cdist(points, points)
+    assert silhouette(distances, first, 4) == pytest.approx(silhouette_score(points, first))
     singleton = first.copy()
     singleton[0] = 3
-    assert silhouette(points, singleton, 4) == pytest.approx(silhouette_score(points, singleton))
+    assert silhouette(distances, singleton, 4) == pytest.approx(silhouette_score(points, singleton))
 
 
 def test_the_silhouette_of_a_subsample_is_within_a_hundredth_of_the_exact_one():
-    # 12,000 samples in 5 overlapping blobs: the exact silhouette, computed in row blocks
-    # (cluster_distance_sums), against the mean over the seeded 5,000-sample subsample.
+    # 12,000 samples in 5 overlapping blobs: the exact silhouette (scikit-learn's, which
+    # works in row chunks) against ours over the seeded 5,000-sample subsample.
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 12_000)
     points = rng.normal(scale=2.0, size=(5, 10))[labels] + rng.normal(size=(12_000, 10))
-    exact = silhouette(points, labels, 5)
-    assert exact == pytest.approx(silhouette_score(points[:3000], labels[:3000]), abs=0.02)
+    exact = silhouette_score(points, labels)
     for seed in range(3):
         rows = silhouette_rows(len(points), seed)
         assert len(rows) == SILHOUETTE_EXACT_LIMIT and len(np.unique(rows)) == len(rows)
-        assert abs(silhouette(points[rows], labels[rows], 5) - exact) < 0.01
+        sampled = silhouette(cdist(points[rows], points[rows]), labels[rows], 5)
+        assert abs(sampled - exact) < 0.01
     assert np.array_equal(silhouette_rows(800, 0), np.arange(800))
 
 
-def test_closest_distance_matches_the_brute_force_minimum():
+def test_closest_distances_match_the_brute_force_minimum():
     rng = np.random.default_rng(1)
-    first, second = rng.normal(size=(300, 4)), rng.normal(loc=3.0, size=(50, 4))
-    brute = np.linalg.norm(first[:, None] - second[None], axis=2).min()
-    assert closest_distance(first, second) == pytest.approx(brute)
-    assert closest_distance(second, first) == pytest.approx(brute)
-    assert np.isnan(closest_distance(first[:0], second))
+    groups = [
+        rng.normal(size=(300, 4)),
+        rng.normal(loc=3.0, size=(50, 4)),
+        rng.normal(loc=-1.0, scale=2.0, size=(400, 4)),
+        np.empty((0, 4)),
+    ]
+    closest = closest_distances(groups)
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        brute = np.linalg.norm(groups[a][:, None] - groups[b][None], axis=2).min()
+        assert closest[a, b] == closest[b, a] == pytest.approx(brute)
+    assert np.isnan(closest[3]).all() and np.isnan(np.diag(closest)).all()
 
 
 def test_matching_undoes_any_relabelling():
@@ -136,8 +148,18 @@ def test_within_class_clustering_never_mixes_classes():
     assert set(part.labels[groups == 1]) <= {3, 4, 5}
 
 
+def test_pca_scores_in_blocks_equal_scikit_learns_full_svd():
+    # More rows than one block, float32 features as the features tables hold them, and
+    # components of distinct variance, as PCA needs for a well-defined answer.
+    rng = np.random.default_rng(0)
+    rows = PCA_BLOCK + 1500
+    features = (rng.normal(size=(rows, 40)) * np.linspace(3.0, 0.5, 40)).astype(np.float32)
+    expected = PCA(n_components=6, svd_solver="full").fit_transform(features.astype(np.float64))
+    assert np.allclose(pca_scores(features, 6), expected, atol=1e-8)
+
+
 def test_pca_is_capped_by_the_fold_size(caplog):
-    scores = pca_scores(np.random.default_rng(0).normal(size=(6, 512)), 10, seed=0)
+    scores = pca_scores(np.random.default_rng(0).normal(size=(6, 512)), 10)
     assert scores.shape == (6, 5)
     assert "capped at 5" in caplog.text
 
@@ -249,3 +271,28 @@ def test_within_class_null_keeps_the_accuracy_gap_between_classes():
     assert run["n_clusters"] == 4
     assert min(run["null_cv"]) > 30
     assert run["p_value"] > 0.01
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "gmm"])
+def test_closest_distances_of_a_partition_match_the_brute_force_minimum(algorithm):
+    # Touching clusters (a partition of one cloud), where the slab filter prunes most points,
+    # and a mixture's, whose clusters overlap along the line between their means.
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(1500, 5)) * np.array([3.0, 2.0, 1.0, 1.0, 0.5])
+    labels = fit_partition(points, algorithm, 5, seed=0, fcm=FCM).labels
+    groups = [points[labels == c] for c in range(5)]
+    closest = closest_distances(groups)
+    brute = cdist(points, points)
+    for a, b in itertools.combinations(range(5), 2):
+        assert closest[a, b] == pytest.approx(brute[np.ix_(labels == a, labels == b)].min())
+
+
+def test_closest_distances_survive_pairs_lying_along_the_line_between_the_means():
+    # Points on one line: every distance equals the gap between projections, where rounding
+    # decides whether the bound's own pair passes the filter.
+    rng = np.random.default_rng(3)
+    line = np.array([0.6, 0.8, 0.0])
+    first = rng.uniform(-5.0, 0.0, size=(400, 1)) * line
+    second = rng.uniform(0.3, 5.0, size=(300, 1)) * line
+    brute = cdist(first, second).min()
+    assert closest_distances([first, second])[0, 1] == pytest.approx(brute, rel=1e-9)

@@ -11,7 +11,7 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
     manifest = tmp_path / "manifest.parquet"
     write_parquet(table[["sample_id", "target"]], manifest)
     clustering = dict(
-        algorithm="gmm",
+        algorithms=["gmm", "kmeans"],
         k=[2, 3],
         repeats=2,
         pca_components=4,
@@ -23,12 +23,12 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
     outputs = {}
     for attempt, seed in (("first", 11), ("again", 11), ("other", 12)):
         paths = {
-            name: tmp_path / f"{attempt}_{name}.parquet"
+            name: [tmp_path / f"{attempt}_{name}_{a}.parquet" for a in clustering["algorithms"]]
             for name in ("assignments", "cluster_stats", "pairs", "runs")
         }
         run_cluster_job(
             {"features": str(features), "manifest": str(manifest)},
-            {name: str(path) for name, path in paths.items()},
+            {name: [str(path) for path in files] for name, files in paths.items()},
             {
                 "task": "classification",
                 "metric": "accuracy",
@@ -38,6 +38,11 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
                 "clustering": {**clustering, "seed": seed},
             },
         )
-        outputs[attempt] = {name: path.read_bytes() for name, path in paths.items()}
+        outputs[attempt] = {
+            f"{name}_{a}": path.read_bytes()
+            for name, files in paths.items()
+            for a, path in zip(clustering["algorithms"], files, strict=True)
+        }
     assert outputs["first"] == outputs["again"]
-    assert outputs["first"]["assignments"] != outputs["other"]["assignments"]
+    assert outputs["first"]["assignments_gmm"] != outputs["other"]["assignments_gmm"]
+    assert outputs["first"]["assignments_gmm"] != outputs["first"]["assignments_kmeans"]

@@ -24,7 +24,7 @@ def test_scatter_points_are_the_first_two_components_in_the_folds_order():
     clusters = pd.DataFrame(
         {"sample_id": fold["sample_id"][::-1], "cluster": np.arange(30)[::-1] % 4}
     )
-    points = scatter_points(fold, clusters, "classification", pca_components=1, seed=0)
+    points = scatter_points(fold, clusters, "classification", pca_components=1)
     assert list(points.columns) == ["pc1", "pc2", "cluster", "error"]
     assert list(points["cluster"]) == list(np.arange(30) % 4)
     assert list(points["error"]) == list(np.arange(30) % 3 == 0)

@@ -332,7 +332,7 @@ def test_regression_uses_quartiles_and_the_relative_squared_error():
             "loss": (prediction - target) ** 2,
         }
     )
-    scores = principal_scores(rng.normal(size=(200, 6)), 3, 0)
+    scores = principal_scores(rng.normal(size=(200, 6)), 3)
     data = slice_inputs(fold, standardised(scores), "regression")
     assert np.bincount(data.classes).tolist() == [50, 50, 50, 50]
     assert data.probabilities.shape == (200, 4)

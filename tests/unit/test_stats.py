@@ -7,6 +7,7 @@ from sklearn.cluster import KMeans
 
 from hetcv.metrics import ClusterMetric, nrmse_normaliser
 from hetcv.stats import (
+    PERMUTATION_CHUNK,
     cluster_metrics,
     coefficient_of_variation,
     correlation,
@@ -14,6 +15,7 @@ from hetcv.stats import (
     permutation_p_value,
     permutations_within,
     permuted_cluster_metrics,
+    permuted_values,
     spearman_rows,
     wilson_interval,
 )
@@ -114,6 +116,18 @@ def test_correlation_permutes_within_strata_only():
         )
     orders = permutations_within(strata, 50, np.random.default_rng(0))
     assert all((strata[order] == strata).all() for order in orders)
+
+
+def test_permuted_values_in_chunks_permute_within_strata_and_differ_between_rows():
+    rng = np.random.default_rng(0)
+    strata = rng.integers(0, 3, size=40)
+    values = rng.normal(size=40)
+    permuted = permuted_values(values, strata, 2 * PERMUTATION_CHUNK + 7, rng)
+    assert permuted.shape == (2 * PERMUTATION_CHUNK + 7, 40)
+    for stratum in range(3):
+        members = strata == stratum
+        assert (np.sort(permuted[:, members], axis=1) == np.sort(values[members])).all()
+    assert len(np.unique(permuted, axis=0)) == len(permuted)
 
 
 def test_within_strata_permutation_test_has_its_nominal_false_positive_rate():

@@ -159,10 +159,16 @@ def params_of(study, rule, job=JOB):
 def test_params_hold_the_slice_that_changes_a_result():
     base = resolved()
     cluster = params_of(base, "cluster")
+    # One cluster job per fold runs every algorithm; fcm's settings matter only with fcm.
+    assert cluster["clustering"]["algorithms"] == TINY_STUDY["clustering"]["algorithms"]
     assert cluster["clustering"]["fcm"] == TINY_STUDY["clustering"]["fcm"]
     assert cluster["task"] == "classification" and (cluster["n"], cluster["fold"]) == (200, 1)
-    gmm = params_of(base, "cluster", SimpleNamespace(**{**vars(JOB), "algorithm": "gmm"}))
-    assert gmm["clustering"]["fcm"] is None
+    without_fcm = resolved(
+        lambda s: s["clustering"].update(
+            algorithms=["kmeans", "gmm"], selected={"algorithm": "gmm", "k": 2}
+        )
+    )
+    assert params_of(without_fcm, "cluster")["clustering"]["fcm"] is None
     assert params_of(base, "train")["epochs"] == 3
     # Each change reaches exactly the rules whose results depend on it.
     changes = {

@@ -2,15 +2,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from hetcv.models import back_model
 from hetcv.train import (
     BN_RECALIBRATION_IMAGES,
     FEATURE_COLUMNS,
+    Adam,
     InputPipeline,
     batch_norm_sample,
     fit_fold,
     held_out_table,
+    learning_rate,
     training_batches,
 )
 
@@ -288,3 +291,38 @@ def test_checkpoints_wait_for_their_interval(tmp_path):
     fit_fold(images, labels, train, test, checkpoint=every_epoch, checkpoint_every_s=0, **settings)
     assert not hourly.exists()
     assert torch.load(every_epoch, weights_only=False)["epoch"] == 2
+
+
+def test_onecycle_rises_to_its_peak_over_a_quarter_of_the_steps_then_falls_to_zero():
+    rates = np.array([learning_rate(step, 100, 0.01, "onecycle") for step in range(101)])
+    assert rates[0] == pytest.approx(0.0004)  # PyTorch OneCycleLR's start: peak / 25
+    assert rates[25] == pytest.approx(0.01) and rates.max() == pytest.approx(0.01)
+    assert rates[25 + 75 // 2] == pytest.approx(0.005, rel=0.05)  # half way down the cosine
+    assert rates[100] == pytest.approx(0.0, abs=1e-12)
+    assert (np.diff(rates[:26]) > 0).all() and (np.diff(rates[25:]) < 0).all()
+    assert {learning_rate(step, 100, 0.01, "constant") for step in range(100)} == {0.01}
+
+
+def test_adam_takes_the_steps_of_torch_optim_adam():
+    torch.manual_seed(0)
+    ours, reference = nn.Linear(6, 3), nn.Linear(6, 3)
+    reference.load_state_dict(ours.state_dict())
+    ours.bias.requires_grad_(False)  # a parameter without a gradient is left alone
+    reference.bias.requires_grad_(False)
+    adam = Adam(list(ours.parameters()), lr=0.01)
+    torch_adam = torch.optim.Adam([reference.weight], lr=0.01)
+    inputs = torch.randn(20, 6)
+    for step in range(6):
+        for model, optimiser in ((ours, adam), (reference, torch_adam)):
+            optimiser.zero_grad()
+            (model(inputs) ** 2).mean().backward()
+            if optimiser is adam:
+                adam.lr = 0.01 * (1 + step)  # a schedule sets the rate between steps
+            else:
+                torch_adam.param_groups[0]["lr"] = 0.01 * (1 + step)
+            optimiser.step()
+    assert torch.allclose(ours.weight, reference.weight, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours.bias, reference.bias)
+    restored = Adam(list(ours.parameters()), lr=0.01)
+    restored.load_state_dict(adam.state_dict())
+    assert restored.steps == 6 and torch.equal(restored.exp_avg_sq[0], adam.exp_avg_sq[0])

@@ -39,7 +39,8 @@ def test_each_path_is_written_once_and_common_smk_stays_small():
     text = "".join(path.read_text() for path in sorted(rules.glob("*.smk")))
     assert text.count("manifest.parquet") == 1
     assert text.count("features.parquet") == 1
-    assert len((rules / "common.smk").read_text().splitlines()) <= 160
+    # 160 lines until the per-fold cluster job needed each_algorithm.
+    assert len((rules / "common.smk").read_text().splitlines()) <= 165
 
 
 def test_every_script_is_the_two_line_adapter_and_every_job_has_one_signature():

@@ -3,14 +3,14 @@ rule cluster:
         features=rules.train.output.features,
         manifest=rules.prepare.output.manifest,
     output:
-        assignments=PATHS["assignments"],
-        cluster_stats=PATHS["cluster_stats"],
-        pairs=PATHS["cluster_pairs"],
-        runs=PATHS["cluster_runs"],
+        assignments=each_algorithm("assignments"),
+        cluster_stats=each_algorithm("cluster_stats"),
+        pairs=each_algorithm("cluster_pairs"),
+        runs=each_algorithm("cluster_runs"),
     log:
-        "logs/cluster/{dataset}/n{n}/fold{fold}/{algorithm}.log",
+        "logs/cluster/{dataset}/n{n}/fold{fold}.log",
     benchmark:
-        "logs/benchmarks/cluster/{dataset}/n{n}/fold{fold}/{algorithm}.tsv"
+        "logs/benchmarks/cluster/{dataset}/n{n}/fold{fold}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -27,10 +27,9 @@ wildcard_constraints:
     dataset=one_of(STUDY.datasets),
     n=r"\d+",
     fold=r"\d+",
-    algorithm="|".join(STUDY.algorithms),
 
 
-# Every file name, once. {dataset}, {n}, {fold} and {algorithm} are the rules' wildcards.
+# Every file name, once. {dataset}, {n}, {fold}: the rules' wildcards; {algorithm}: expanded.
 DATA = "results/{dataset}/data"
 FOLD = "results/{dataset}/n{n}/fold{fold}"
 SUMMARY = "results/{dataset}/summary"
@@ -61,6 +60,11 @@ TABLES = ["table1", "table2", "cv", "metadata", "planning"]
 def params_of(name):
     """Rule ``name``'s config slice as canonical JSON (:func:`hetcv.study.rule_params`)."""
     return lambda wildcards: rule_params(STUDY, name, wildcards)
+
+
+def each_algorithm(kind):
+    """One fold's files of one kind, one per algorithm (clustering.algorithms' order)."""
+    return expand(PATHS[kind], algorithm=STUDY.algorithms, allow_missing=True)
 
 
 def summary_tables(*names):
