@@ -18,14 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from scale import ALGORITHMS, run_fold
 
-from hetcv.analysis import run_cluster_job
 from hetcv.columns import FEATURE_COLUMNS, SUMMARY_TABLES
 from hetcv.io import write_parquet
 from hetcv.summary import run_summarize_job
-
-ALGORITHMS = ("kmeans", "fcm", "gmm")
 
 
 def synthetic_fold(n: int, sample_size: int, fold: int, seed: int) -> pd.DataFrame:
@@ -50,28 +47,7 @@ def synthetic_fold(n: int, sample_size: int, fold: int, seed: int) -> pd.DataFra
 def cluster_job(args):
     directory, n, fold, settings = args
     started = time.perf_counter()
-    # One thread per job, as Snakemake runs a `threads: 1` job (OMP/OPENBLAS_NUM_THREADS=1).
-    with threadpool_limits(1):
-        run_cluster_job(
-            {
-                "features": str(directory / f"n{n}_f{fold}_features.parquet"),
-                "manifest": str(directory / "manifest.parquet"),
-            },
-            {
-                kind: [
-                    str(directory / f"n{n}_f{fold}_{kind}_{algorithm}.parquet")
-                    for algorithm in ALGORITHMS
-                ]
-                for kind in ("assignments", "cluster_stats", "pairs", "runs")
-            },
-            {
-                "metric": "nrmse",
-                "nrmse_normalizer": "range",
-                "n": n,
-                "fold": fold,
-                "clustering": {**settings, "algorithms": list(ALGORITHMS), "seed": n * 10 + fold},
-            },
-        )
+    run_fold(directory / f"n{n}_f{fold}", directory / "manifest.parquet", settings, n, fold)
     return time.perf_counter() - started
 
 
@@ -101,28 +77,32 @@ def main() -> None:
                 held_out = n // folds + (fold < n % folds)
                 write_parquet(
                     synthetic_fold(held_out, n, fold, n * 10 + fold),
-                    directory / f"n{n}_f{fold}_features.parquet",
+                    directory / f"n{n}_f{fold}" / "features.parquet",
                 )
-        jobs = [(directory, n, fold, settings) for n in sizes for fold in range(folds)]
+        jobs = [
+            (directory, n, fold, {**settings, "seed": n * 10 + fold})
+            for n in sizes
+            for fold in range(folds)
+        ]
         started = time.perf_counter()
         with ProcessPoolExecutor(max_workers=2) as pool:
             timings = list(pool.map(cluster_job, jobs))
         cluster_wall = time.perf_counter() - started
         started = time.perf_counter()
         kinds = lambda kind, algorithms=ALGORITHMS: [  # noqa: E731
-            str(directory / f"n{n}_f{f}_{kind}_{a}.parquet")
+            str(directory / f"n{n}_f{f}" / f"{kind}_{a}.parquet")
             for n in sizes
             for f in range(folds)
             for a in algorithms
         ]
         features = [
-            str(directory / f"n{n}_f{f}_features.parquet") for n in sizes for f in range(folds)
+            str(directory / f"n{n}_f{f}" / "features.parquet") for n in sizes for f in range(folds)
         ]
         run_summarize_job(
             {
-                "runs": kinds("cluster_runs"),
+                "runs": kinds("runs"),
                 "cluster_stats": kinds("cluster_stats"),
-                "pairs": kinds("cluster_pairs"),
+                "pairs": kinds("pairs"),
                 "selected_assignments": kinds("assignments", ["fcm"]),
                 "features": features,
                 "manifest": str(directory / "manifest.parquet"),

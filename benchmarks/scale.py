@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from hetcv.analysis import run_cluster_job
+from hetcv.analysis import CLUSTER_TABLES, run_cluster_job
 from hetcv.columns import FEATURE_COLUMNS
 from hetcv.io import write_parquet
 
@@ -59,29 +59,37 @@ def synthetic_fold(size: int, seed: int) -> pd.DataFrame:
     return table
 
 
-def cluster_job(args: tuple[Path, int]) -> dict:
-    """The cluster job of the fold of ``size`` samples, in a fresh process."""
-    directory, size = args
-    fold = directory / f"fold{size}"
-    started = time.perf_counter()
+def run_fold(directory: Path, manifest: Path, clustering: dict, n: int, fold: int) -> None:
+    """The cluster rule's job on ``directory/features.parquet`` (a regression fold), with one
+    BLAS thread as Snakemake runs a ``threads: 1`` job; its tables are written beside it."""
     with threadpool_limits(1):
         run_cluster_job(
+            {"features": str(directory / "features.parquet"), "manifest": str(manifest)},
             {
-                "features": str(fold / "features.parquet"),
-                "manifest": str(directory / "manifest.parquet"),
-            },
-            {
-                kind: [str(fold / f"{kind}_{algorithm}.parquet") for algorithm in ALGORITHMS]
-                for kind in ("assignments", "cluster_stats", "pairs", "runs")
+                kind: [str(directory / f"{kind}_{algorithm}.parquet") for algorithm in ALGORITHMS]
+                for kind in CLUSTER_TABLES
             },
             {
                 "metric": "nrmse",
                 "nrmse_normalizer": "range",
-                "n": size,
-                "fold": 0,
-                "clustering": {**SETTINGS, "algorithms": list(ALGORITHMS), "seed": size},
+                "n": n,
+                "fold": fold,
+                "clustering": {**clustering, "algorithms": list(ALGORITHMS)},
             },
         )
+
+
+def cluster_job(args: tuple[Path, int]) -> dict:
+    """The cluster job of the fold of ``size`` samples, in a fresh process."""
+    directory, size = args
+    started = time.perf_counter()
+    run_fold(
+        directory / f"fold{size}",
+        directory / "manifest.parquet",
+        {**SETTINGS, "seed": size},
+        n=size,
+        fold=0,
+    )
     return {
         "held_out": size,
         "job_s": round(time.perf_counter() - started, 1),

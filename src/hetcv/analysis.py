@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from hetcv.cluster import (
     Partition,
@@ -31,6 +30,7 @@ from hetcv.cluster import (
     fit_partition,
     fit_partition_within,
     match_to_reference,
+    partition_indices,
     pca_scores,
     silhouette,
     silhouette_rows,
@@ -126,21 +126,17 @@ def validity(
         NaN unless 2 to n_samples − 1 clusters are non-empty.
     """
     labels = part.labels
-    present = np.unique(labels)
-    sse = sum(
-        float(((points[labels == c] - points[labels == c].mean(axis=0)) ** 2).sum())
-        for c in present
-    )
-    indices = {
-        "sse": sse,
-        "min_cluster_fraction": float(np.bincount(labels, minlength=part.k).min() / len(labels)),
-    }
-    if 2 <= len(present) <= len(labels) - 1:
+    size = np.bincount(labels, minlength=part.k)
+    used = np.count_nonzero(size)
+    indices = {"min_cluster_fraction": float(size.min() / len(labels))}
+    if 2 <= used <= len(labels) - 1:
+        indices.update(partition_indices(points, labels, part.k))
         indices["silhouette"] = silhouette(sampled_distances, labels[sampled], part.k)
-        indices["calinski_harabasz"] = float(calinski_harabasz_score(points, labels))
-        indices["davies_bouldin"] = float(davies_bouldin_score(points, labels))
-    else:
-        indices.update(silhouette=np.nan, calinski_harabasz=np.nan, davies_bouldin=np.nan)
+    else:  # one cluster, or one sample in each
+        sse = ((points - points.mean(axis=0)) ** 2).sum() if used == 1 else 0.0
+        indices.update(
+            sse=float(sse), silhouette=np.nan, calinski_harabasz=np.nan, davies_bouldin=np.nan
+        )
     return indices
 
 

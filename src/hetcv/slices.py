@@ -52,7 +52,6 @@ from hetcv.stats import SIGNIFICANCE
 METHODS = ("domino", "george", "error_predictor", "worst_cluster")
 BASELINES = ("random", "loss", "confusion_cell")
 OUTCOME_DEFINED = ("loss", "confusion_cell")
-EMBEDDINGS = ("model", "pixels")
 CLASS_WEIGHT = 10.0  # Domino's y_log_likelihood_weight
 PRIOR_SAMPLES = 10.0
 TOP_SHARE = 0.1

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from hetcv.metrics import ClusterMetric, dataset_metric
+from hetcv.stats import rank_auroc
 
 TOP_K = (10, 25)
 
@@ -45,7 +45,7 @@ def recovery(in_worst: np.ndarray, worst_membership: np.ndarray, member: np.ndar
         "recall": in_worst[member].mean() if member.any() else np.nan,
         "lift": precision / prevalence if prevalence > 0 else np.nan,
         "auroc": (
-            roc_auc_score(member, worst_membership) if 0 < member.sum() < len(member) else np.nan
+            rank_auroc(member, worst_membership) if 0 < member.sum() < len(member) else np.nan
         ),
     }
     for top in TOP_K:

@@ -6,7 +6,12 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 
 from hetcv.analysis import aligned_runs, analyse_fold, geometry
 from hetcv.cluster import (
@@ -19,6 +24,7 @@ from hetcv.cluster import (
     fit_partition,
     fit_partition_within,
     match_to_reference,
+    partition_indices,
     pca_scores,
     silhouette,
     silhouette_rows,
@@ -63,6 +69,29 @@ def test_adjusted_rand_and_silhouette_match_scikit_learn(seed):
     singleton = first.copy()
     singleton[0] = 3
     assert silhouette(distances, singleton, 4) == pytest.approx(silhouette_score(points, singleton))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_partition_indices_match_scikit_learn_with_empty_and_degenerate_clusters(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(80, 4)) + 3 * rng.integers(0, 2, size=(80, 1))
+    labels = rng.integers(0, 5, size=80)
+    labels[labels == 2] = 4  # an empty cluster
+    indices = partition_indices(points, labels, 5)
+    centred = [points[labels == c] - points[labels == c].mean(axis=0) for c in np.unique(labels)]
+    assert indices["sse"] == pytest.approx(sum(float((c**2).sum()) for c in centred))
+    assert indices["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(points, labels))
+    assert indices["davies_bouldin"] == pytest.approx(davies_bouldin_score(points, labels))
+    # Two clusters of coincident points (no spread), and two clusters with one centre.
+    stacked = np.repeat(rng.normal(size=(2, 4)), 5, axis=0)
+    split = np.repeat([0, 1], 5)
+    symmetric = np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1]])
+    for cloud, groups in ((stacked, split), (symmetric, np.array([0, 0, 1, 1]))):
+        ours = partition_indices(cloud, groups, 2)
+        assert ours["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(cloud, groups))
+        # scikit-learn's distances carry rounding of about 1e-8 where ours are exactly 0.
+        expected = davies_bouldin_score(cloud, groups)
+        assert ours["davies_bouldin"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_the_silhouette_of_a_subsample_is_within_a_hundredth_of_the_exact_one():

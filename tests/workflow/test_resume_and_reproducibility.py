@@ -14,8 +14,9 @@ from conftest import TINY_STUDY, make_workdir, snakemake, write_config
 
 STUDY = copy.deepcopy(TINY_STUDY)
 del STUDY["datasets"]["digitvalue"]
+# Epochs of about a second: the test polls for the first checkpoint every 50 ms.
 STUDY["datasets"]["udigits"].update(
-    image_size=64, sample_sizes=[200], train={"epochs": 4, "batch_size": 8, "lr": 0.001}
+    sample_sizes=[200], train={"epochs": 4, "batch_size": 16, "lr": 0.001}
 )
 STUDY["clustering"].update(algorithms=["gmm", "fcm"], k=[2, 3], repeats=2)
 FOLD = "results/udigits/n200/fold{fold}"
