@@ -58,12 +58,13 @@ def test_every_script_is_the_two_line_adapter_and_every_job_has_one_signature():
         assert list(inspect.signature(job).parameters) == ["inputs", "outputs", "params"]
 
 
-def test_the_default_profile_keeps_snakemakes_exit_prompt():
+@pytest.mark.parametrize("profile", ["default", "slurm"])
+def test_each_profile_keeps_snakemakes_exit_prompt(profile):
     # Snakemake exits only when its last rate-limit timer (one timespan) has fired: a 100 s
     # timespan once kept every run, finished or failed, alive 100 s after its last job.
     import humanfriendly
     import yaml
 
-    profile = yaml.safe_load((PROJECT / "profiles/default/config.yaml").read_text())
-    _, timespan = profile["max-jobs-per-timespan"].split("/")
+    settings = yaml.safe_load((PROJECT / "profiles" / profile / "config.yaml").read_text())
+    _, timespan = settings["max-jobs-per-timespan"].split("/")
     assert humanfriendly.parse_timespan(timespan) <= 10
