@@ -16,7 +16,6 @@ from hetcv.stats import (
     permutations_within,
     permuted_cluster_metrics,
     permuted_values,
-    rank_auroc,
     spearman_rows,
     wilson_interval,
 )
@@ -53,18 +52,6 @@ def test_nrmse_normalisers():
 def test_wilson_interval_matches_scipy(successes, n):
     reference = scipy_stats.binomtest(successes, n).proportion_ci(method="wilson")
     assert wilson_interval(successes, n) == pytest.approx((reference.low, reference.high))
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_rank_auroc_matches_scikit_learn_with_ties(seed):
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(seed)
-    positive = rng.random(200) < 0.2
-    score = np.round(rng.normal(size=200) + positive, 1)  # rounding makes ties
-    assert rank_auroc(positive, score) == pytest.approx(roc_auc_score(positive, score))
-    assert rank_auroc(positive, positive.astype(float)) == pytest.approx(1.0)
-    assert rank_auroc(positive, np.zeros(200)) == pytest.approx(0.5)
 
 
 def test_permutation_p_value_counts_the_observed_statistic():
