@@ -476,6 +476,44 @@ def analyse_fold(
     )
 
 
+def worst_cluster_runs(
+    features: pd.DataFrame,
+    *,
+    metric: ClusterMetric,
+    algorithm: str,
+    k: int,
+    repeats: int,
+    pca_components: int,
+    fcm: dict | None,
+    within: str,
+    error_aware: bool,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The assignments and worst clusters of one k's aligned runs, without the rest of a fold's
+    analysis (geometry, validity, permutation null): what reading the clusters' make-up needs.
+
+    Parameters are those of :func:`analyse_fold`, with a single ``k``.
+
+    Returns
+    -------
+    assignments : DataFrame
+        As :func:`analyse_fold`'s, for this k.
+    runs : DataFrame
+        ``algorithm, k, repeat, n_clusters, worst_cluster`` per run, as in :func:`analyse_fold`.
+    """
+    points = clustered_space(features, pca_components, error_aware)
+    groups = features["target"].to_numpy() if within == "class" else None
+    outcome = metric.outcome(features)
+    partitions = aligned_runs(points, groups, outcome, algorithm, k, repeats, fcm, seed, metric)
+    assignments, runs = [], []
+    for repeat, part in enumerate(partitions):
+        values, _ = cluster_metrics(part.labels, outcome[0], part.k, metric, outcome[1])
+        key = {"algorithm": algorithm, "k": k, "repeat": repeat}
+        assignments.append(_assignment_table(features, key, part, values))
+        runs.append({**key, "n_clusters": part.k, "worst_cluster": int(np.nanargmin(values))})
+    return pd.concat(assignments, ignore_index=True), pd.DataFrame(runs)
+
+
 def _warn_empty(key: dict, size: np.ndarray, values: np.ndarray) -> None:
     undefined = np.flatnonzero(np.isnan(values) & (size > 0))
     if len(undefined):

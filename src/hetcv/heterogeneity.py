@@ -734,7 +734,9 @@ def permutation_null(sample: SampleSize, n_permutations: int, seed: int) -> Perm
             cv[rows, f], ranked[rows, f] = _cv_and_ranks(sums, sample)
     valid = np.isfinite(cv[0])
     averaged = cv[:, valid].mean(axis=-1)
-    sorted_metric = np.nanmean(ranked, axis=(1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a rank no run fills stays NaN
+        sorted_metric = np.nanmean(ranked, axis=(1, 2))
     return PermutationNull(
         observed_cv=float(averaged[0]),
         null_cv=averaged[1:],

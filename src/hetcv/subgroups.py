@@ -117,9 +117,10 @@ def compare_variants(
 ) -> pd.DataFrame:
     """Subgroup recovery of the plain method and of the within-class / error-aware options.
 
-    Each variant of :data:`VARIANTS` reruns :func:`analyse_fold` on every fold, with the
-    smallest permutation null. The within-class variants need a classification metric that
-    is defined in one-class clusters: accuracy or balanced accuracy, not 1 − NRMSE or AUROC.
+    Each variant of :data:`VARIANTS` reclusters every fold with
+    :func:`hetcv.analysis.worst_cluster_runs` (the runs the cluster job would fit). The
+    within-class variants need a classification metric that is defined in one-class clusters:
+    accuracy or balanced accuracy, not 1 − NRMSE or AUROC.
 
     Parameters
     ----------
@@ -139,7 +140,7 @@ def compare_variants(
         Per (variant, n, subgroup): the :func:`recovery` columns averaged over folds and
         repeats, and the number of clusters ``n_clusters``.
     """
-    from hetcv.analysis import analyse_fold
+    from hetcv.analysis import worst_cluster_runs
     from hetcv.seeding import derive_seed
 
     variants = {
@@ -150,24 +151,22 @@ def compare_variants(
     rows = []
     for name, options in variants.items():
         for (n, fold), table in sorted(folds.items()):
-            result = analyse_fold(
+            assignments, runs = worst_cluster_runs(
                 table,
                 metric=metric,
                 algorithm=algorithm,
-                k=[k],
+                k=k,
                 repeats=repeats,
                 pca_components=pca_components,
                 fcm=fcm,
-                # The comparison reads only the assignments: the smallest null will do.
-                null_permutations=19,
                 seed=derive_seed(seed, n, fold),
                 **options,
             )
             per_run = subgroup_recovery(
-                result.assignments.assign(fold=fold), result.runs.assign(fold=fold), subgroup
+                assignments.assign(fold=fold), runs.assign(fold=fold), subgroup
             )
             rows.append(
-                per_run.assign(variant=name, n=n, n_clusters=int(result.runs["n_clusters"].iloc[0]))
+                per_run.assign(variant=name, n=n, n_clusters=int(runs["n_clusters"].iloc[0]))
             )
     return mean_recovery(pd.concat(rows, ignore_index=True), ["variant", "n", "subgroup"])
 

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-from hetcv.analysis import aligned_runs, analyse_fold, geometry
+from hetcv.analysis import aligned_runs, analyse_fold, geometry, worst_cluster_runs
 from hetcv.cluster import (
     PCA_BLOCK,
     SILHOUETTE_EXACT_LIMIT,
@@ -254,6 +254,24 @@ def test_fold_analysis_tables_are_consistent():
         assert run["cv"] == pytest.approx(np.std(metric, ddof=1) / np.mean(metric) * 100)
         assert run["worst_cluster"] == np.argmin(metric)
     assert len(result.cluster_stats["centroid"].iloc[0]) == 6  # 5 components + the loss column
+
+
+@pytest.mark.parametrize("within, error_aware", [("all", False), ("class", True)])
+def test_worst_cluster_runs_are_the_fold_analysis_runs(within, error_aware):
+    options = {
+        "metric": ClusterMetric("accuracy"),
+        "algorithm": "fcm",
+        "repeats": 3,
+        "pca_components": 5,
+        "fcm": FCM,
+        "within": within,
+        "error_aware": error_aware,
+        "seed": 4,
+    }
+    full = analyse_fold(synthetic_features(), k=[3], null_permutations=19, **options)
+    assignments, runs = worst_cluster_runs(synthetic_features(), k=3, **options)
+    pd.testing.assert_frame_equal(assignments, full.assignments)
+    pd.testing.assert_frame_equal(runs, full.runs[list(runs.columns)])
 
 
 def test_clusters_built_from_the_loss_get_no_p_value():
