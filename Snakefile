@@ -21,6 +21,14 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/validation.smk"
 
 
+onsuccess:
+    stop_rescheduling_timers(log)
+
+
+onerror:
+    stop_rescheduling_timers(log)
+
+
 rule all:
     input:
         final_outputs(),

@@ -2,8 +2,9 @@
 
 5,674 samples, sample sizes 300 / 700 / 2,837 / 5,674, 4 folds, 512-d synthetic features,
 3 algorithms × k 2..8 × 10 repeats, 500 permutations, 1,000 bootstrap replicates. Runs the
-same functions the cluster and summarize rules call, on two worker processes (one per core),
-and prints the time and peak memory of each stage; writes them to ``results/bench/analysis.csv``.
+same functions the cluster and summarize rules call (one cluster job per sample size, as the
+workflow runs them) on two worker processes (one per core), and prints the time and peak
+memory of each stage; writes them to ``results/bench/analysis.csv``.
 Usage: ``python benchmarks/analysis_speed.py [--quick]``.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scale import ALGORITHMS, run_fold
+from scale import ALGORITHMS, run_size
 
 from hetcv.columns import FEATURE_COLUMNS, SUMMARY_TABLES
 from hetcv.io import write_parquet
@@ -45,9 +46,12 @@ def synthetic_fold(n: int, sample_size: int, fold: int, seed: int) -> pd.DataFra
 
 
 def cluster_job(args):
-    directory, n, fold, settings = args
+    directory, n, folds, settings = args
     started = time.perf_counter()
-    run_fold(directory / f"n{n}_f{fold}", directory / "manifest.parquet", settings, n, fold)
+    fold_directories = {fold: directory / f"n{n}_f{fold}" for fold in range(folds)}
+    run_size(
+        fold_directories, directory / f"n{n}", directory / "manifest.parquet", settings, n, n * 10
+    )
     return time.perf_counter() - started
 
 
@@ -79,21 +83,15 @@ def main() -> None:
                     synthetic_fold(held_out, n, fold, n * 10 + fold),
                     directory / f"n{n}_f{fold}" / "features.parquet",
                 )
-        jobs = [
-            (directory, n, fold, {**settings, "seed": n * 10 + fold})
-            for n in sizes
-            for fold in range(folds)
-        ]
+        # The largest sample size first, so that two workers finish close together.
+        jobs = [(directory, n, folds, settings) for n in sorted(sizes, reverse=True)]
         started = time.perf_counter()
         with ProcessPoolExecutor(max_workers=2) as pool:
             timings = list(pool.map(cluster_job, jobs))
         cluster_wall = time.perf_counter() - started
         started = time.perf_counter()
         kinds = lambda kind, algorithms=ALGORITHMS: [  # noqa: E731
-            str(directory / f"n{n}_f{f}" / f"{kind}_{a}.parquet")
-            for n in sizes
-            for f in range(folds)
-            for a in algorithms
+            str(directory / f"n{n}" / f"{kind}_{a}.parquet") for n in sizes for a in algorithms
         ]
         features = [
             str(directory / f"n{n}_f{f}" / "features.parquet") for n in sizes for f in range(folds)
@@ -126,7 +124,8 @@ def main() -> None:
         summarize_s = time.perf_counter() - started
     print(
         f"analysis stage, paper shape ({'quick' if args.quick else 'full'}): "
-        f"{len(jobs)} cluster jobs (one per fold, {len(ALGORITHMS)} algorithms each), "
+        f"{len(jobs)} cluster jobs (one per sample size: {folds} folds × {len(ALGORITHMS)} "
+        "algorithms), "
         f"{repeats} repeats, {permutations} permutations"
     )
     print(f"cluster job: longest {max(timings):.1f} s, mean {np.mean(timings):.1f} s")

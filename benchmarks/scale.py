@@ -59,22 +59,32 @@ def synthetic_fold(size: int, seed: int) -> pd.DataFrame:
     return table
 
 
-def run_fold(directory: Path, manifest: Path, clustering: dict, n: int, fold: int) -> None:
-    """The cluster rule's job on ``directory/features.parquet`` (a regression fold), with one
-    BLAS thread as Snakemake runs a ``threads: 1`` job; its tables are written beside it."""
+def run_size(
+    folds: dict[int, Path], out: Path, manifest: Path, clustering: dict, n: int, seed: int
+) -> None:
+    """The cluster rule's job on one sample size's folds (``{fold: directory}``, each with a
+    regression ``features.parquet``), with one BLAS thread as Snakemake runs a ``threads: 1``
+    job; its tables are written to ``out``. Fold ``f`` gets the seed ``seed + f``."""
     with threadpool_limits(1):
         run_cluster_job(
-            {"features": str(directory / "features.parquet"), "manifest": str(manifest)},
             {
-                kind: [str(directory / f"{kind}_{algorithm}.parquet") for algorithm in ALGORITHMS]
+                "features": [str(directory / "features.parquet") for directory in folds.values()],
+                "manifest": str(manifest),
+            },
+            {
+                kind: [str(out / f"{kind}_{algorithm}.parquet") for algorithm in ALGORITHMS]
                 for kind in CLUSTER_TABLES
             },
             {
                 "metric": "nrmse",
                 "nrmse_normalizer": "range",
                 "n": n,
-                "fold": fold,
-                "clustering": {**clustering, "algorithms": list(ALGORITHMS)},
+                "folds": list(folds),
+                "clustering": {
+                    **clustering,
+                    "algorithms": list(ALGORITHMS),
+                    "seeds": [seed + fold for fold in folds],
+                },
             },
         )
 
@@ -83,13 +93,8 @@ def cluster_job(args: tuple[Path, int]) -> dict:
     """The cluster job of the fold of ``size`` samples, in a fresh process."""
     directory, size = args
     started = time.perf_counter()
-    run_fold(
-        directory / f"fold{size}",
-        directory / "manifest.parquet",
-        {**SETTINGS, "seed": size},
-        n=size,
-        fold=0,
-    )
+    fold = directory / f"fold{size}"
+    run_size({0: fold}, fold, directory / "manifest.parquet", SETTINGS, n=size, seed=size)
     return {
         "held_out": size,
         "job_s": round(time.perf_counter() - started, 1),

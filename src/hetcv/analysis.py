@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -608,49 +609,62 @@ def check_k_fits(k: list[int], n_samples: int, where: str) -> None:
 
 
 def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
-    """The cluster rule: read one fold's features, write the four tables of each algorithm.
+    """The cluster rule: one sample size's folds, each with every algorithm, k and repeat.
 
-    The fold's space, silhouette sample and permutation null are computed once for all the
-    algorithms; each algorithm's assignments are written a k at a time, so that memory holds
-    one k's rows, not a large fold's ``n × k's × repeats``.
+    One job per (dataset, n) rather than per fold: a job's start-up (interpreter, Snakemake's
+    preamble, scikit-learn's import) costs about 2 s, more than clustering a small fold. Each
+    fold is still analysed on its own, with its own seed, exactly as a job of its own would.
+    A fold's space, silhouette sample and permutation null are computed once for all the
+    algorithms; assignments are written a k at a time, so that memory holds one k's rows, not
+    a large fold's ``n × k's × repeats``.
 
     Parameters
     ----------
     inputs : dict
-        ``features`` (the fold's held-out features) and ``manifest`` (its targets give the
-        dataset-wide NRMSE normaliser and class list).
+        ``features`` (one held-out features table per fold, in the order of ``folds``) and
+        ``manifest`` (its targets give the dataset-wide NRMSE normaliser and class list).
     outputs : dict
         ``assignments``, ``cluster_stats``, ``pairs`` and ``runs``: Parquet paths, one per
-        algorithm, in the order of ``clustering["algorithms"]``.
+        algorithm, in the order of ``clustering["algorithms"]``; each holds every fold, with
+        ``n`` and ``fold`` columns.
     params : dict
-        ``n``, ``fold``, ``metric``, ``nrmse_normalizer`` and ``clustering``: the keyword
-        arguments of :func:`analyse_fold`, with ``algorithms`` for ``algorithm``.
+        ``n``, ``folds``, ``metric``, ``nrmse_normalizer`` and ``clustering``: the keyword
+        arguments of :func:`analyse_fold`, with ``algorithms`` for ``algorithm`` and
+        ``seeds`` (one per fold) for ``seed``.
     """
     clustering = params["clustering"]
-    table = pd.read_parquet(inputs["features"])
-    check_k_fits(clustering["k"], len(table), inputs["features"])
     targets = pd.read_parquet(inputs["manifest"], columns=["target"])["target"].to_numpy()
     metric = dataset_metric(params["metric"], targets, params["nrmse_normalizer"])
-    shared = ("pca_components", "within", "error_aware", "null_permutations", "seed")
-    space = fold_space(table, metric=metric, **{key: clustering[key] for key in shared})
-    fold = {"n": params["n"], "fold": params["fold"]}
-    for position, algorithm in enumerate(clustering["algorithms"]):
-        path = {name: outputs[name][position] for name in CLUSTER_TABLES}
-        collected: dict[str, list] = {name: [] for name in CLUSTER_TABLES[1:]}
-        with parquet_parts(path["assignments"]) as write:
-            for part in clusterings_by_k(
-                table,
-                space,
-                metric=metric,
-                algorithm=algorithm,
-                k=clustering["k"],
-                repeats=clustering["repeats"],
-                fcm=clustering["fcm"] if algorithm == "fcm" else None,
-                error_aware=clustering["error_aware"],
-                seed=clustering["seed"],
-            ):
-                write(part.assignments.assign(**fold))
-                for name, frames in collected.items():
-                    frames.append(getattr(part, name))
-        for name, frames in collected.items():
-            write_parquet(pd.concat(frames, ignore_index=True).assign(**fold), path[name])
+    shared = ("pca_components", "within", "error_aware", "null_permutations")
+    algorithms = clustering["algorithms"]
+    collected = {algorithm: {name: [] for name in CLUSTER_TABLES[1:]} for algorithm in algorithms}
+    with ExitStack() as files:
+        write_assignments = [
+            files.enter_context(parquet_parts(path)) for path in outputs["assignments"]
+        ]
+        for path, fold, seed in zip(
+            inputs["features"], params["folds"], clustering["seeds"], strict=True
+        ):
+            table = pd.read_parquet(path)
+            check_k_fits(clustering["k"], len(table), path)
+            settings = {key: clustering[key] for key in shared}
+            space = fold_space(table, metric=metric, **settings, seed=seed)
+            fold_keys = {"n": params["n"], "fold": fold}
+            for algorithm, write in zip(algorithms, write_assignments, strict=True):
+                for part in clusterings_by_k(
+                    table,
+                    space,
+                    metric=metric,
+                    algorithm=algorithm,
+                    k=clustering["k"],
+                    repeats=clustering["repeats"],
+                    fcm=clustering["fcm"] if algorithm == "fcm" else None,
+                    error_aware=clustering["error_aware"],
+                    seed=seed,
+                ):
+                    write(part.assignments.assign(**fold_keys))
+                    for name, frames in collected[algorithm].items():
+                        frames.append(getattr(part, name).assign(**fold_keys))
+        for position, algorithm in enumerate(algorithms):
+            for name, frames in collected[algorithm].items():
+                write_parquet(pd.concat(frames, ignore_index=True), outputs[name][position])

@@ -374,18 +374,19 @@ def _train(study: Study, w) -> dict:
 
 
 def _cluster(study: Study, w) -> dict:
-    clustering = study.config["clustering"]
+    clustering, folds = study.config["clustering"], study.folds(w.dataset)
     return {
         **_metric(study, w.dataset),
         "n": int(w.n),
-        "fold": int(w.fold),
+        "folds": list(folds),
         "clustering": {
             "algorithms": study.algorithms,
             "k": sorted(clustering["k"]),
             **{key: clustering[key] for key in ("repeats", "pca_components", "within")},
             **{key: clustering[key] for key in ("error_aware", "null_permutations")},
             "fcm": clustering["fcm"] if "fcm" in study.algorithms else None,
-            "seed": _job_seed(study, w),
+            # Each fold's own seed, the one a train job of that fold gets.
+            "seeds": [derive_seed(study.config["seed"], w.dataset, w.n, f) for f in folds],
         },
     }
 

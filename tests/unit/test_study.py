@@ -159,10 +159,15 @@ def params_of(study, rule, job=JOB):
 def test_params_hold_the_slice_that_changes_a_result():
     base = resolved()
     cluster = params_of(base, "cluster")
-    # One cluster job per fold runs every algorithm; fcm's settings matter only with fcm.
+    # One cluster job per sample size runs every fold and algorithm, each fold with the seed
+    # its train job has; fcm's settings matter only with fcm.
     assert cluster["clustering"]["algorithms"] == TINY_STUDY["clustering"]["algorithms"]
     assert cluster["clustering"]["fcm"] == TINY_STUDY["clustering"]["fcm"]
-    assert cluster["task"] == "classification" and (cluster["n"], cluster["fold"]) == (200, 1)
+    assert cluster["task"] == "classification" and (cluster["n"], cluster["folds"]) == (200, [0, 1])
+    fold_seeds = [
+        params_of(base, "train", SimpleNamespace(**{**vars(JOB), "fold": f}))["seed"] for f in "01"
+    ]
+    assert cluster["clustering"]["seeds"] == fold_seeds and fold_seeds[0] != fold_seeds[1]
     without_fcm = resolved(
         lambda s: s["clustering"].update(
             algorithms=["kmeans", "gmm"], selected={"algorithm": "gmm", "k": 2}

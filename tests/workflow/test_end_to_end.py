@@ -103,8 +103,8 @@ def test_train_jobs_are_benchmarked(tiny_study):
 def test_summaries_aggregate_the_fold_tables(tiny_study):
     summary = tiny_study / "results/udigits/summary"
     runs = pd.concat(
-        pd.read_parquet(d / f"cluster_runs_{algorithm}.parquet")
-        for _, _, d in fold_dirs(tiny_study, "udigits")
+        pd.read_parquet(tiny_study / f"results/udigits/n{n}/cluster_runs_{algorithm}.parquet")
+        for n in TINY_STUDY["datasets"]["udigits"]["sample_sizes"]
         for algorithm in TINY_STUDY["clustering"]["algorithms"]
     )
     cv = pd.read_parquet(summary / "cv.parquet")
@@ -151,11 +151,7 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     assert (selected["ci_method"] == "fold bootstrap").all()
     assert (selected["null_band_low"] <= selected["null_band_high"]).all()
     # Exploration keeps Wilson intervals on the counts pooled over folds.
-    stats = pd.concat(
-        pd.read_parquet(d / "cluster_stats_fcm.parquet")
-        for n, _, d in fold_dirs(tiny_study, "udigits")
-        if n == 400
-    )
+    stats = pd.read_parquet(tiny_study / "results/udigits/n400/cluster_stats_fcm.parquet")
     pooled = (
         stats[stats["k"] == 2]
         .groupby(["cluster", "repeat"])[["score_sum", "size"]]

@@ -23,14 +23,14 @@ def test_unchanged_config_has_nothing_to_do(tiny_study, tmp_path):
 def test_a_clustering_change_never_retrains(tiny_study, tmp_path):
     counts, _ = planned_jobs(tiny_study, tmp_path, lambda s: s["clustering"].update(repeats=4))
     assert "train" not in counts and "split" not in counts and "prepare" not in counts
-    assert counts["cluster"] == 2 * 2 + 1 * 2  # one job per (n, fold) of both datasets
+    assert counts["cluster"] == 2 + 1  # one job per n of both datasets, all its folds
     assert counts["summarize"] == 2
 
 
-def test_an_fcm_setting_reruns_each_folds_cluster_job_and_never_training(tiny_study, tmp_path):
+def test_an_fcm_setting_reruns_each_cluster_job_and_never_training(tiny_study, tmp_path):
     counts, _ = planned_jobs(tiny_study, tmp_path, lambda s: s["clustering"]["fcm"].update(m=1.5))
     assert "train" not in counts
-    assert counts["cluster"] == 2 * 2 + 1 * 2  # one job runs every algorithm of a fold
+    assert counts["cluster"] == 2 + 1  # one job runs every algorithm of a sample size
 
 
 def test_a_selected_clustering_change_reruns_only_reporting(tiny_study, tmp_path):

@@ -94,7 +94,7 @@ def test_export_rows_match_the_assignments(tiny_study, dataset):
     assignments = pd.concat(
         pd.read_parquet(path)
         for path in (tiny_study / "results" / dataset).glob(
-            f"n*/fold*/assignments_{SELECTED['algorithm']}.parquet"
+            f"n*/assignments_{SELECTED['algorithm']}.parquet"
         )
     )
     expected = consensus_clusters(assignments[assignments["k"] == SELECTED["k"]])

@@ -19,14 +19,14 @@ STUDY["datasets"]["udigits"].update(
     sample_sizes=[200], train={"epochs": 4, "batch_size": 16, "lr": 0.001}
 )
 STUDY["clustering"].update(algorithms=["gmm", "fcm"], k=[2, 3], repeats=2)
-FOLD = "results/udigits/n200/fold{fold}"
-TARGETS = [f"{FOLD}/assignments_{a}.parquet".format(fold=f) for f in (0, 1) for a in ("gmm", "fcm")]
+SIZE = "results/udigits/n200"
+FOLD = SIZE + "/fold{fold}"
+TARGETS = [f"{SIZE}/assignments_{a}.parquet" for a in ("gmm", "fcm")]
 COMPARED = [
     "results/udigits/splits/n200.parquet",
     *[f"{FOLD}/features.parquet".format(fold=f) for f in (0, 1)],
     *[
-        f"{FOLD}/{kind}_fcm.parquet".format(fold=f)
-        for f in (0, 1)
+        f"{SIZE}/{kind}_fcm.parquet"
         for kind in ("assignments", "cluster_stats", "cluster_pairs", "cluster_runs")
     ],
 ]

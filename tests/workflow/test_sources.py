@@ -2,6 +2,7 @@
 kind of bad input stopping the run with one line that names the file, row or key."""
 
 import copy
+import time
 
 import numpy as np
 import pandas as pd
@@ -273,3 +274,24 @@ def test_bad_input_stops_with_one_line_and_leaves_nothing_complete(tmp_path, cas
     assert not (data / "images.npy").exists() and not (data / "manifest.parquet").exists()
     leftovers = list(data.glob(".*.tmp*")) if data.exists() else []
     assert not leftovers
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["success", "error"])
+def test_snakemake_exits_without_waiting_for_its_rate_limit_timers(tmp_path, damaged):
+    """With a 100 s timespan, Snakemake's timers alone would keep it alive 100 s after its
+    last job; the Snakefile's onsuccess and onerror handlers cancel them."""
+    config = broken_bones(tmp_path, change_files=truncate if damaged else None)
+    workdir = make_workdir(tmp_path / "study")
+    path = write_config(workdir / "study.yaml", config)
+    started = time.monotonic()
+    result = snakemake(
+        workdir,
+        "results/bones/data/manifest.parquet",
+        "--configfile",
+        str(path),
+        "--max-jobs-per-timespan",
+        "1000/100s",
+    )
+    elapsed = time.monotonic() - started
+    assert (result.returncode != 0) == damaged, result.stdout[-3000:] + result.stderr[-3000:]
+    assert elapsed < 60, f"one prepare job took Snakemake {elapsed:.0f} s"

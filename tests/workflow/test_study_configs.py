@@ -59,7 +59,7 @@ def test_paper_study_plans_32_train_jobs_at_the_papers_sample_sizes(tmp_path):
     counts = job_counts(result.stdout)
     assert counts["train"] == 32
     assert counts["prepare"] == 2 and counts["summarize"] == 2
-    assert counts["cluster"] == 2 * 4 * 4  # one job per (dataset, n, fold), all 3 algorithms
+    assert counts["cluster"] == 2 * 4  # one job per (dataset, n): every fold and algorithm
     for folder in ("psp_plates/n100", "psp_plates/n300", "psp_plates/n400", "psp_plates/n800"):
         assert f"results/{folder}/fold3/features.parquet" in result.stdout
     for n in (300, 700, 750, 1500):  # half and all of the 1,500 girls (male == False)
@@ -186,8 +186,8 @@ def test_a_five_line_study_file_dry_runs_with_the_documented_defaults(tmp_path):
     result = snakemake(workdir, "--configfile", str(study), "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    # 2 sizes × 4 folds (default) trained; 3 algorithms (default) clustered per fold.
-    assert counts["train"] == 8 and counts["cluster"] == 8  # one cluster job per fold
+    # 2 sizes × 4 folds (default) trained; each size's folds clustered in one job.
+    assert counts["train"] == 8 and counts["cluster"] == 2
 
 
 def test_the_documented_defaults_are_the_schemas():

@@ -1,6 +1,6 @@
 rule cluster:
     input:
-        features=rules.train.output.features,
+        features=each_fold("features"),
         manifest=rules.prepare.output.manifest,
     output:
         assignments=each_algorithm("assignments"),
@@ -8,9 +8,9 @@ rule cluster:
         pairs=each_algorithm("cluster_pairs"),
         runs=each_algorithm("cluster_runs"),
     log:
-        "logs/cluster/{dataset}/n{n}/fold{fold}.log",
+        "logs/cluster/{dataset}/n{n}.log",
     benchmark:
-        "logs/benchmarks/cluster/{dataset}/n{n}/fold{fold}.tsv"
+        "logs/benchmarks/cluster/{dataset}/n{n}.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -21,11 +21,11 @@ rule cluster:
 
 rule summarize:
     input:
-        runs=fold_files("cluster_runs"),
-        cluster_stats=fold_files("cluster_stats"),
-        pairs=fold_files("cluster_pairs"),
-        selected_assignments=fold_files("assignments", [STUDY.selected["algorithm"]]),
-        features=fold_files("features"),
+        runs=dataset_files("cluster_runs"),
+        cluster_stats=dataset_files("cluster_stats"),
+        pairs=dataset_files("cluster_pairs"),
+        selected_assignments=dataset_files("assignments", [STUDY.selected["algorithm"]]),
+        features=dataset_files("features"),
         manifest=rules.prepare.output.manifest,
     output:
         **summary_tables(*SUMMARY_TABLES),
@@ -43,7 +43,7 @@ rule summarize:
 
 rule subgroup_variants:
     input:
-        features=fold_files("features"),
+        features=dataset_files("features"),
         manifest=rules.prepare.output.manifest,
     output:
         variants=PATHS["variants"],

@@ -1,5 +1,6 @@
 import os
 import sys
+import threading
 from pathlib import Path
 
 # The library is src/ beside these rules (also when another workflow uses hetcv as a module);
@@ -31,7 +32,8 @@ wildcard_constraints:
 
 # Every file name, once. {dataset}, {n}, {fold}: the rules' wildcards; {algorithm}: expanded.
 DATA = "results/{dataset}/data"
-FOLD = "results/{dataset}/n{n}/fold{fold}"
+SIZE = "results/{dataset}/n{n}"
+FOLD = f"{SIZE}/fold{{fold}}"
 SUMMARY = "results/{dataset}/summary"
 PATHS = {
     "images": f"{DATA}/images.npy",
@@ -41,10 +43,11 @@ PATHS = {
     "model": f"{FOLD}/model.pt",
     "features": f"{FOLD}/features.parquet",
     "history": f"{FOLD}/history.csv",
-    "assignments": f"{FOLD}/assignments_{{algorithm}}.parquet",
-    "cluster_stats": f"{FOLD}/cluster_stats_{{algorithm}}.parquet",
-    "cluster_pairs": f"{FOLD}/cluster_pairs_{{algorithm}}.parquet",
-    "cluster_runs": f"{FOLD}/cluster_runs_{{algorithm}}.parquet",
+    # One cluster job per (dataset, n): each table holds every fold, with a fold column.
+    "assignments": f"{SIZE}/assignments_{{algorithm}}.parquet",
+    "cluster_stats": f"{SIZE}/cluster_stats_{{algorithm}}.parquet",
+    "cluster_pairs": f"{SIZE}/cluster_pairs_{{algorithm}}.parquet",
+    "cluster_runs": f"{SIZE}/cluster_runs_{{algorithm}}.parquet",
     "summary": f"{SUMMARY}/{{table}}.parquet",
     "variants": f"{SUMMARY}/subgroup_variants.parquet",
     "export": "results/{dataset}/clusters_per_sample.csv",
@@ -63,16 +66,26 @@ def params_of(name):
 
 
 def each_algorithm(kind):
-    """One fold's files of one kind, one per algorithm (clustering.algorithms' order)."""
+    """One job's files of one kind, one per algorithm (clustering.algorithms' order)."""
     return expand(PATHS[kind], algorithm=STUDY.algorithms, allow_missing=True)
+
+
+def each_fold(kind):
+    """One sample size's files of one kind, one per fold (an input function)."""
+    return lambda w: expand(
+        PATHS[kind], dataset=w.dataset, n=w.n, fold=STUDY.folds(w.dataset)
+    )
 
 
 def summary_tables(*names):
     return {t: PATHS["summary"].format(dataset="{dataset}", table=t) for t in names}
 
 
-def fold_files(kind, algorithms=None, dataset=None, folds=None):
-    """A dataset's files of one kind for every n and fold (input function if no dataset)."""
+def dataset_files(kind, algorithms=None, dataset=None, folds=None):
+    """A dataset's files of one kind for every n (and fold, algorithm where the kind has them).
+
+    An input function when no dataset is given.
+    """
 
     def files(wildcards):
         name = dataset or wildcards.dataset
@@ -143,7 +156,7 @@ def validation_inputs(wildcards):
     """Per planted dataset: its manifest and images, and every fold's features."""
     inputs = {}
     for name in STUDY.planted_datasets():
-        inputs[f"{name}_features"] = fold_files("features", dataset=name)
+        inputs[f"{name}_features"] = dataset_files("features", dataset=name)
         for kind in ("manifest", "images"):
             inputs[f"{name}_{kind}"] = [PATHS[kind].format(dataset=name)]
     return inputs
@@ -162,3 +175,16 @@ def final_outputs():
             products |= output_files("figure", ["subgroups"])
         outputs += [path.format(dataset=name) for path in products.values()]
     return outputs
+
+
+def stop_rescheduling_timers(log):
+    """Cancel Snakemake's pending scheduler timers, so that it exits as soon as it is done.
+
+    Snakemake 9 re-runs its scheduler on a non-daemon ``threading.Timer`` of one rate-limit
+    timespan (``max-jobs-per-timespan``, 10 s in the profile), started as each job finishes,
+    and the interpreter waits for the last of them: up to 10 s after the last job. Once the
+    workflow has succeeded or failed, such a re-run has nothing left to schedule.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()

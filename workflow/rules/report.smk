@@ -67,8 +67,8 @@ rule figures:
 
 rule export_clusters:
     input:
-        assignments=fold_files("assignments", [STUDY.selected["algorithm"]]),
-        features=fold_files("features"),
+        assignments=dataset_files("assignments", [STUDY.selected["algorithm"]]),
+        features=dataset_files("features"),
         manifest=PATHS["manifest"],
     output:
         export=PATHS["export"],
@@ -87,7 +87,7 @@ rule export_clusters:
 rule cluster_pictures:
     input:
         export=rules.export_clusters.output.export,
-        first_folds=fold_files("features", folds=[0]),
+        first_folds=dataset_files("features", folds=[0]),
         images=rules.prepare.output.images,
         manifest=rules.prepare.output.manifest,
         cluster_stats=rules.summarize.output.cluster_stats,

@@ -1,7 +1,7 @@
 # Where it hurts: cross-fitted slice discovery beside the paper's clustering (hetcv.slices).
 rule slices:
     input:
-        features=fold_files("features"),
+        features=dataset_files("features"),
         manifest=PATHS["manifest"],
         images=images_of,  # for slices.embedding: pixels
     output:

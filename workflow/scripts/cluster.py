@@ -1,4 +1,4 @@
-"""Cluster one held-out fold's features with every algorithm, for every k and repeat."""
+"""Cluster each held-out fold of one sample size with every algorithm, k and repeat."""
 
 from hetcv.analysis import run_cluster_job
 from hetcv.jobs import run_from_snakemake
