@@ -22,11 +22,11 @@ include: "workflow/rules/validation.smk"
 
 
 onsuccess:
-    stop_rescheduling_timers(log)
+    stop_rescheduling_timers()
 
 
 onerror:
-    stop_rescheduling_timers(log)
+    stop_rescheduling_timers()
 
 
 rule all:

@@ -2,7 +2,8 @@
 
 Synthetic 512-d features in folds of 5,000, 20,000 and 50,000 held-out samples: six
 overlapping groups, as a CNN's features of one imaging task overlap, with a regression error
-that grows from group to group. Each fold gets the cluster job the workflow runs on it:
+that grows from group to group. Each fold gets what the workflow's cluster job does for each
+of its sample size's folds:
 3 algorithms × k 2..8 × 10 repeats × 500 permutations, in its own process with one BLAS
 thread, as Snakemake runs a ``threads: 1`` job. The folds run two at a time (one per core),
 the largest first; each job's peak resident memory is read from its own process.

@@ -1,4 +1,4 @@
-"""What the cluster rule computes for one (dataset, n, fold, algorithm).
+"""What the cluster rule computes for each fold and algorithm of one (dataset, n).
 
 For every k, ``repeats`` seeded runs are aligned to the first (the reference) by the Hungarian
 algorithm and renumbered canonically (cluster 0 = best metric of the reference). Each run then
@@ -440,7 +440,7 @@ def analyse_fold(
     null_permutations : int
         Score permutations of the CV's permutation null.
     seed : int
-        The job's seed (already combined with dataset, n and fold).
+        The fold's seed (already combined with dataset, n and fold).
 
     Returns
     -------
@@ -637,6 +637,7 @@ def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
     metric = dataset_metric(params["metric"], targets, params["nrmse_normalizer"])
     shared = ("pca_components", "within", "error_aware", "null_permutations")
     algorithms = clustering["algorithms"]
+    settings = {key: clustering[key] for key in shared}
     collected = {algorithm: {name: [] for name in CLUSTER_TABLES[1:]} for algorithm in algorithms}
     with ExitStack() as files:
         write_assignments = [
@@ -647,7 +648,6 @@ def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
         ):
             table = pd.read_parquet(path)
             check_k_fits(clustering["k"], len(table), path)
-            settings = {key: clustering[key] for key in shared}
             space = fold_space(table, metric=metric, **settings, seed=seed)
             fold_keys = {"n": params["n"], "fold": fold}
             for algorithm, write in zip(algorithms, write_assignments, strict=True):

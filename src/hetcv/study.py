@@ -313,8 +313,9 @@ def rule_params(study: Study, rule: str, wildcards) -> str:
     return json.dumps(PARAMS[rule](study, wildcards), sort_keys=True)
 
 
-def _job_seed(study: Study, wildcards) -> int:
-    return derive_seed(study.config["seed"], wildcards.dataset, wildcards.n, wildcards.fold)
+def _fold_seed(study: Study, dataset: str, n, fold) -> int:
+    """The seed of one (dataset, n, fold): its train job's, and its clustering's."""
+    return derive_seed(study.config["seed"], dataset, n, fold)
 
 
 def _metric(study: Study, name: str) -> dict:
@@ -369,7 +370,7 @@ def _train(study: Study, w) -> dict:
         "fold": int(w.fold),
         **_dataset_keys(study, w, "task", "model", "pretrained"),
         **study.dataset(w.dataset)["train"],
-        "seed": _job_seed(study, w),
+        "seed": _fold_seed(study, w.dataset, w.n, w.fold),
     }
 
 
@@ -385,8 +386,7 @@ def _cluster(study: Study, w) -> dict:
             **{key: clustering[key] for key in ("repeats", "pca_components", "within")},
             **{key: clustering[key] for key in ("error_aware", "null_permutations")},
             "fcm": clustering["fcm"] if "fcm" in study.algorithms else None,
-            # Each fold's own seed, the one a train job of that fold gets.
-            "seeds": [derive_seed(study.config["seed"], w.dataset, w.n, f) for f in folds],
+            "seeds": [_fold_seed(study, w.dataset, w.n, fold) for fold in folds],
         },
     }
 

@@ -39,8 +39,9 @@ def test_each_path_is_written_once_and_common_smk_stays_small():
     text = "".join(path.read_text() for path in sorted(rules.glob("*.smk")))
     assert text.count("manifest.parquet") == 1
     assert text.count("features.parquet") == 1
-    # 160 lines until the per-fold cluster job needed each_algorithm.
-    assert len((rules / "common.smk").read_text().splitlines()) <= 165
+    # 160 lines until the cluster job needed each_algorithm, 165 until it took a sample size's
+    # folds (each_fold) and Snakemake's exit needed stop_rescheduling_timers.
+    assert len((rules / "common.smk").read_text().splitlines()) <= 185
 
 
 def test_every_script_is_the_two_line_adapter_and_every_job_has_one_signature():
@@ -59,9 +60,10 @@ def test_every_script_is_the_two_line_adapter_and_every_job_has_one_signature():
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])
-def test_each_profile_keeps_snakemakes_exit_prompt(profile):
-    # Snakemake exits only when its last rate-limit timer (one timespan) has fired: a 100 s
-    # timespan once kept every run, finished or failed, alive 100 s after its last job.
+def test_each_profile_bounds_the_schedulers_timers(profile):
+    # Snakemake re-runs its scheduler on timers of one rate-limit timespan. The Snakefile's
+    # onsuccess and onerror handlers cancel them at the end, but a workflow that uses hetcv as
+    # a module runs without those handlers and waits up to one timespan after its last job.
     import humanfriendly
     import yaml
 

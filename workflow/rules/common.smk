@@ -82,10 +82,7 @@ def summary_tables(*names):
 
 
 def dataset_files(kind, algorithms=None, dataset=None, folds=None):
-    """A dataset's files of one kind for every n (and fold, algorithm where the kind has them).
-
-    An input function when no dataset is given.
-    """
+    """A dataset's files of one kind, every n (and fold); an input function if no dataset."""
 
     def files(wildcards):
         name = dataset or wildcards.dataset
@@ -177,13 +174,9 @@ def final_outputs():
     return outputs
 
 
-def stop_rescheduling_timers(log):
-    """Cancel Snakemake's pending scheduler timers, so that it exits as soon as it is done.
-
-    Snakemake 9 re-runs its scheduler on a non-daemon ``threading.Timer`` of one rate-limit
-    timespan (``max-jobs-per-timespan``, 10 s in the profile), started as each job finishes,
-    and the interpreter waits for the last of them: up to 10 s after the last job. Once the
-    workflow has succeeded or failed, such a re-run has nothing left to schedule.
+def stop_rescheduling_timers():
+    """Cancel every pending ``threading.Timer``: Snakemake 9's scheduler re-runs (the only ones),
+    which would keep it alive up to one rate-limit timespan after the workflow has ended.
     """
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
