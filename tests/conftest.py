@@ -66,13 +66,6 @@ def write_config(path: Path, study: dict) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the SLURM test last. It installs SLURM where it is missing, and once SLURM's client
-    is installed with no controller running, every later Snakemake start waits 9–10 s: the
-    SLURM executor plugin runs ``scontrol show config`` (10 s timeout) when it is imported."""
-    items.sort(key=lambda item: item.path.name == "test_slurm.py")
-
-
 def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.run(

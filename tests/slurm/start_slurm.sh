@@ -2,16 +2,24 @@
 # Start a one-node SLURM cluster for the tests: Debian 12, slurm 22.05, as root, no systemd.
 # Usage: start_slurm.sh STATE_DIR. Installs the packages when missing, writes the config,
 # starts munged, slurmctld and slurmd, records their PIDs in STATE_DIR/pids and waits until
-# the node is idle. stop_slurm.sh STATE_DIR stops them.
+# the node is idle. stop_slurm.sh STATE_DIR stops them and removes the packages this script
+# installed (listed in STATE_DIR/installed): with SLURM's client installed and no controller,
+# every Snakemake start waits 10 s (the SLURM executor plugin runs `scontrol show config`).
 set -euo pipefail
 state=$(realpath -m "${1:?usage: start_slurm.sh STATE_DIR}")
 mkdir -p "$state"/{spool,ctld,log}
 : > "$state/pids"
+: > "$state/installed"
 
-if ! command -v slurmctld > /dev/null || ! command -v slurmd > /dev/null \
-    || ! command -v sbatch > /dev/null || ! command -v munged > /dev/null; then
+missing=()
+for package in slurmctld slurmd slurm-client munge; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2> /dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    printf '%s\n' "${missing[@]}" > "$state/installed"
 fi
 
 host=$(hostname -s)
