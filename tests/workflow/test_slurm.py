@@ -1,8 +1,9 @@
 """The tiny study through a real one-node SLURM cluster (tests/slurm/start_slurm.sh).
 
 Needs root and Debian's apt (the script installs slurm 22.05 and munge when missing, and
-stop_slurm.sh removes what it installed); skipped otherwise. The cluster has 2 CPUs and one fake GPU, so the test lowers the profile's train
-resources to fit it; executor, status command and retries are the profile's own.
+stop_slurm.sh removes what it installed); skipped otherwise. The cluster has 2 CPUs and one
+fake GPU, so the test lowers the profile's train resources to fit it; executor, status command
+and retries are the profile's own.
 """
 
 import copy
