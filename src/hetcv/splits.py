@@ -194,6 +194,69 @@ def make_split(
     return split.sort_values("index", ignore_index=True)
 
 
+def inner_validation_split(
+    target: np.ndarray,
+    task: str,
+    fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training samples into the samples trained on and a validation set.
+
+    The validation set (early stopping's) is ``round(fraction × n)`` samples, stratified as
+    the folds are (classes, or target quantile bins): the first of a seeded nested order
+    (:func:`nested_order`). With groups, it is whole groups instead: one fold of
+    ``round(1 / fraction)`` stratified group folds, so that no patient is on both sides.
+
+    Parameters
+    ----------
+    target : ndarray of shape (n,)
+        The training samples' targets.
+    task : {"classification", "regression"}
+    fraction : float
+        The share held out for validation, in (0, 0.5].
+    seed : int
+        Seeds the choice.
+    groups : ndarray of shape (n,), optional
+        Each sample's group (patient).
+
+    Returns
+    -------
+    fit, validation : ndarray of int
+        Sorted positions in ``0..n-1``; together each position once.
+
+    Raises
+    ------
+    HetcvError
+        Naming ``train.early_stopping.validation_fraction`` when either side would be
+        empty (or, grouped, when there are fewer groups than group folds).
+    """
+    n = len(target)
+    key = "train.early_stopping.validation_fraction"
+    if groups is None:
+        size = int(round(fraction * n))
+        if size < 1 or n - size < 2:
+            raise HetcvError(
+                f"{key}: {fraction} of {n} training samples leaves no validation sample "
+                "or too few to train on"
+            )
+        bins = max(2, min(REGRESSION_BINS, n // 4))
+        order = nested_order(strata(target, task, bins=bins), seed)
+        validation = np.sort(order[:size])
+    else:
+        splits = max(2, int(round(1 / fraction)))
+        if len(np.unique(groups)) < splits:
+            raise HetcvError(
+                f"{key}: {fraction} needs {splits} groups among the training samples, "
+                f"which hold {len(np.unique(groups))}"
+            )
+        splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed % 2**32)
+        bins = max(2, min(REGRESSION_BINS, n // (2 * splits)))
+        _, validation = next(splitter.split(np.zeros(n), strata(target, task, bins), groups))
+        validation = np.sort(validation)
+    return np.setdiff1d(np.arange(n), validation), validation
+
+
 def run_split_job(inputs: dict, outputs: dict, params: dict) -> None:
     """The split rule: write ``sample_id``, ``index``, ``fold`` (``group``) of the size-n sample.
 

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from hetcv.errors import HetcvError
-from hetcv.splits import make_split, nested_order, resolve_sample_sizes, strata
+from hetcv.splits import (
+    inner_validation_split,
+    make_split,
+    nested_order,
+    resolve_sample_sizes,
+    strata,
+)
 
 
 def imbalanced_labels(n=1000, seed=0):
@@ -128,3 +134,43 @@ def test_fewer_groups_than_folds_is_one_line(n_patients):
         rf"{n_patients} group\(s\), fewer than folds = 4",
     ):
         make_split(labels, "classification", 40, 4, 0, 0, groups=groups)
+
+
+def test_the_inner_validation_split_is_a_stratified_share_of_the_training_samples():
+    labels = imbalanced_labels(n=400)
+    fit, validation = inner_validation_split(labels, "classification", 0.2, seed=5)
+    assert len(validation) == 80 and sorted([*fit, *validation]) == list(range(400))
+    counts = np.bincount(labels[validation], minlength=3)
+    assert np.all(np.abs(counts - 0.2 * np.bincount(labels, minlength=3)) < 2)
+    again = inner_validation_split(labels, "classification", 0.2, seed=5)[1]
+    assert np.array_equal(validation, again)
+    assert not np.array_equal(
+        validation, inner_validation_split(labels, "classification", 0.2, 6)[1]
+    )
+    values = np.random.default_rng(0).normal(size=400)
+    _, validation = inner_validation_split(values, "regression", 0.1, seed=0)
+    assert len(validation) == 40 and np.median(values[validation]) == pytest.approx(0, abs=0.3)
+
+
+def test_the_inner_validation_split_keeps_each_patient_on_one_side():
+    rng = np.random.default_rng(1)
+    patients = rng.integers(0, 60, size=300)
+    labels = rng.integers(0, 2, size=300)
+    fit, validation = inner_validation_split(labels, "classification", 0.2, 0, groups=patients)
+    assert set(patients[fit]).isdisjoint(patients[validation])
+    assert 0.1 < len(validation) / 300 < 0.3
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "groups", "message"),
+    [
+        (5, 0.05, None, "0.05 of 5 training samples leaves no validation sample"),
+        (2, 0.5, None, "0.5 of 2 training samples leaves no validation sample or too few"),
+        (20, 0.2, np.repeat([0, 1, 2], [7, 7, 6]), "0.2 needs 5 groups among the training"),
+    ],
+)
+def test_an_impossible_inner_validation_split_is_one_line_naming_the_key(
+    n, fraction, groups, message
+):
+    with pytest.raises(HetcvError, match="^train.early_stopping.validation_fraction: " + message):
+        inner_validation_split(np.arange(n) % 2, "classification", fraction, 0, groups=groups)
