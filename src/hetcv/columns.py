@@ -2,7 +2,6 @@
 
 import re
 
-FEATURE_DIM = 512  # the CNN back models' global-pool width
 _FEATURE_NAME = re.compile(r"f\d{3,}")
 
 
@@ -16,7 +15,10 @@ def feature_columns(columns) -> list[str]:
     return [column for column in columns if _FEATURE_NAME.fullmatch(str(column))]
 
 
-FEATURE_COLUMNS = feature_names(FEATURE_DIM)
+# The feature columns of the default back models (ResNet18, VGG16: 512-d), for synthetic
+# tables in tests and benchmarks. A features table has its model's own width (DenseNet121
+# 1024, ResNet50 2048 …): code reads it with feature_columns, never assumes this one.
+FEATURE_COLUMNS = feature_names(512)
 # The planted benchmark's balanced setting (not "null": CSV readers take it for NaN).
 NULL_SETTING = "nothing planted"
 # The summarize rule's tables, results/{dataset}/summary/{name}.parquet (config/README.md).
