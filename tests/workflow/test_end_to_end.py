@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import TINY_STUDY
 
+from hetcv.columns import FEATURE_COLUMNS
 from hetcv.stats import wilson_interval
-from hetcv.train import FEATURE_COLUMNS
 
 
 def fold_dirs(workdir, dataset):
