@@ -8,6 +8,7 @@ affects its result, as canonical JSON, so that Snakemake re-runs exactly what a 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
         Holding a copy of the config with the schema's defaults filled in. Raises
         :class:`HetcvError` with one line naming the key on any problem.
     """
-    config = checked_config(config, schema_path)
+    config = checked_config(_switched_on(config), schema_path)
     sizes, folds, smallest = {}, {}, {}
     for name, settings in sorted(config["datasets"].items()):
         try:
@@ -214,6 +215,23 @@ def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
             f"{study.feature_datasets[0]} has none (use 'model', the table's own embedding)"
         )
     return study
+
+
+def _switched_on(config: dict) -> dict:
+    """A copy of ``config`` with ``train.augment: true`` and ``train.early_stopping: true``
+    written as ``{}`` (which the schema then fills with its defaults), and
+    ``early_stopping: false`` as null, so that each setting has one form in the params."""
+    config = copy.deepcopy(config)
+    for settings in (config.get("datasets") or {}).values():
+        train = settings.get("train") if isinstance(settings, dict) else None
+        if not isinstance(train, dict):
+            continue
+        for key in ("augment", "early_stopping"):
+            if train.get(key) is True:
+                train[key] = {}
+        if train.get("early_stopping") is False:
+            train["early_stopping"] = None
+    return config
 
 
 def _is_features(settings: dict) -> bool:
@@ -245,6 +263,11 @@ def _check_image_dataset(name: str, settings: dict) -> None:
     pretrained = settings["pretrained"]
     if pretrained not in BUILT_IN_WEIGHTS and not Path(pretrained).is_file():
         raise HetcvError(f"datasets.{name}.pretrained: checkpoint file {pretrained} does not exist")
+    if settings["train"]["class_weights"] != "none" and settings["task"] != "classification":
+        raise HetcvError(
+            f"datasets.{name}.train.class_weights: {settings['train']['class_weights']} weights "
+            f"the classes of a classification task; this dataset's task is {settings['task']}"
+        )
 
 
 def _sample_sizes(name: str, settings: dict, seed: int, extra: list[int]) -> list[int]:
@@ -365,11 +388,14 @@ def _split(study: Study, w) -> dict:
 
 
 def _train(study: Study, w) -> dict:
+    train = study.dataset(w.dataset)["train"]
     return {
+        "dataset": w.dataset,  # names the keys in the job's errors
         "n": int(w.n),
         "fold": int(w.fold),
         **_dataset_keys(study, w, "task", "model", "pretrained"),
-        **study.dataset(w.dataset)["train"],
+        **train,
+        "weight_decay": float(train["weight_decay"]),  # 0 and 0.0 are one setting
         "seed": _fold_seed(study, w.dataset, w.n, w.fold),
     }
 

@@ -26,8 +26,29 @@ def broken_study(change):
             "config key datasets.udigits.train.lr: -1 is less than or equal to the minimum of 0",
         ),
         (
-            lambda d: d.update(model="resnet50"),
-            "config key datasets.udigits.model: 'resnet50' is not one of ['resnet18', 'vgg16']",
+            lambda d: d.update(model="resnet 50"),
+            "config key datasets.udigits.model: 'resnet 50' does not match",
+        ),
+        (
+            lambda d: d["train"].update(augment={"rotation": 90}),
+            "config key datasets.udigits.train.augment.rotation: 90 is greater than the maximum",
+        ),
+        (
+            lambda d: d["train"].update(early_stopping={"validation_fraction": 0.9}),
+            "config key datasets.udigits.train.early_stopping.validation_fraction: 0.9 is greater",
+        ),
+        (
+            lambda d: d["train"].update(class_weights="inverse"),
+            "config key datasets.udigits.train.class_weights: 'inverse' is not one of",
+        ),
+        (
+            lambda d: d["train"].update(weight_decay=-0.1),
+            "config key datasets.udigits.train.weight_decay: -0.1 is less than the minimum of 0",
+        ),
+        (
+            lambda d: d.update(task="regression") or d["train"].update(class_weights="balanced"),
+            "datasets.udigits.train.class_weights: balanced weights the classes of a "
+            "classification task; this dataset's task is regression",
         ),
         (
             lambda d: d.update(sample_sizes=[100, 5000]),

@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 from conftest import TINY_STUDY, job_counts, snakemake, write_config
 
 
@@ -48,6 +49,33 @@ def test_one_datasets_training_change_retrains_only_that_dataset(tiny_study, tmp
     assert counts["train"] == 2  # digitvalue: one sample size × two folds
     assert "dataset=udigits" not in output
     assert counts["summarize"] == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("weight_decay", 0.01),
+        ("augment", True),
+        ("class_weights", "balanced"),
+        ("early_stopping", {"patience": 2}),
+    ],
+)
+def test_a_training_option_retrains_only_its_dataset(tiny_study, tmp_path, key, value):
+    counts, output = planned_jobs(
+        tiny_study, tmp_path, lambda s: s["datasets"]["udigits"]["train"].update({key: value})
+    )
+    assert counts["train"] == 4  # udigits: two sample sizes × two folds
+    assert "dataset=digitvalue" not in output
+    assert "prepare" not in counts and "split" not in counts
+
+
+def test_the_options_written_out_at_their_defaults_change_nothing(tiny_study, tmp_path):
+    defaults = {"weight_decay": 0, "augment": False, "class_weights": "none"}
+    defaults |= {"early_stopping": False}
+    counts, output = planned_jobs(
+        tiny_study, tmp_path, lambda s: s["datasets"]["udigits"]["train"].update(defaults)
+    )
+    assert counts == {}, output[-2000:]
 
 
 def test_a_new_sample_size_trains_only_that_size(tiny_study, tmp_path):
