@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 18 in one command on a CUDA machine: benchmarks/gpu_check.sh, then a paper-shaped study
-# (config/paper.yaml's shape: ResNet18 on 2,928 and VGG16 on 5,674 synthetic grey 224-px images,
-# sample sizes 100/300/half/all and 300/700/half/all, 4 folds, the full clustering block) run by
-# Snakemake from scratch, timed, with the GPU sampled by nvidia-smi once a second.
+# Issues 18 and 31 in one command on a CUDA machine: benchmarks/gpu_check.sh, then a
+# paper-shaped study (config/paper.yaml's shape: ResNet18 on 2,928 and VGG16 on 5,674 synthetic
+# grey 224-px images, sample sizes 100/300/half/all and 300/700/half/all, 4 folds, the full
+# clustering block; plus, unless GPU_STUDY_DENSENET=0, the 2,928 PSP images with DenseNet121)
+# run by Snakemake from scratch, timed, with the GPU sampled by nvidia-smi once a second.
 #
 # Steps: (a) install the wheels carried in .whl/ (Snakemake 9.27.1, scikit-fuzzy 0.5.0 and what
 # they need that the machine lacks) into /tmp/site; (b) gpu_check.sh into OUTDIR; (c) synthetic
@@ -26,7 +27,8 @@
 # 64 px, 1 epoch, gpu_check skipped without CUDA), GPU_STUDY_EPOCHS, GPU_STUDY_ROOT,
 # GPU_STUDY_CORES (default nproc), GPU_STUDY_WHEELS (a folder of wheels, default .whl; none to
 # skip), GPU_STUDY_DEADLINE, GPU_STUDY_TIMEOUT (snakemake's limit, default 420 s at most),
-# GPU_STUDY_ID_PREFIX (text before the bone-age ids; default none: numeric ids, as RSNA's).
+# GPU_STUDY_ID_PREFIX (text before the bone-age ids; default none: numeric ids, as RSNA's),
+# GPU_STUDY_DENSENET (default 1; 0 leaves out the DenseNet121 copy of the PSP study).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -140,7 +142,7 @@ fi
 rm -rf "$root"
 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" "$python" benchmarks/gpu_study_config.py make \
     --root "$root" --scale "$scale" --epochs "$epochs" --workers "$cores" \
-    --id-prefix "${GPU_STUDY_ID_PREFIX:-}"
+    --id-prefix "${GPU_STUDY_ID_PREFIX:-}" $([[ "${GPU_STUDY_DENSENET:-1}" == 0 ]] && echo --no-densenet)
 work="$root/run"
 mkdir -p "$work"
 for entry in Snakefile workflow config envs profiles src; do ln -s "$repo/$entry" "$work/$entry"; done

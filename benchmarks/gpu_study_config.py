@@ -14,6 +14,9 @@ Two sub-commands:
             the girls, as the RSNA layout needs), ``<id>.png`` and ``boneage.csv`` with
             ``id, boneage, male, site``; VGG16, regression of the age in months, which sets
             the blob's radius and brightness (with noise).
+          - ``psp_densenet121`` (unless ``--no-densenet``): the PSP plates again, with
+            DenseNet121 (torchvision's, 1024-d features) in place of ResNet18: the
+            architecture of CheXNet and most chest X-ray work.
 
           Images are drawn from a per-image seed and written in parallel (``--workers``). The
           study file copies ``config/paper.yaml`` (models, image size, sample sizes, folds,
@@ -202,7 +205,13 @@ def make(args: argparse.Namespace) -> None:
     bone["source"].update(
         csv=str(root / "bone_age" / "boneage.csv"), images=str(root / "bone_age" / "images")
     )
-    for dataset in (psp, bone):
+    trained = [psp, bone]
+    if args.densenet:
+        densenet = copy.deepcopy(psp)
+        densenet["model"] = "densenet121"
+        study["datasets"]["psp_densenet121"] = densenet
+        trained.append(densenet)
+    for dataset in trained:
         dataset["pretrained"] = "none"
         dataset["train"]["epochs"] = args.epochs
         if scale["image_size"]:
@@ -218,6 +227,7 @@ def make(args: argparse.Namespace) -> None:
         "# shape on synthetic grey images; only the sources, 'pretrained: none' (no ImageNet\n"
         f"# weights offline) and train.epochs = {args.epochs} differ"
         + (" (and the tiny scale's sizes)" if args.scale == "tiny" else "")
+        + (", plus psp_densenet121: the PSP study with DenseNet121" if args.densenet else "")
         + ".\n"
         "# Epochs: the paper file's 20 would take about 5 minutes of training alone on one H200\n"
         "# (about 14 s of GPU work per epoch over the study's 32 train jobs: 14,376 ResNet18 and\n"
@@ -359,6 +369,12 @@ def main() -> None:
     made.add_argument("--epochs", type=int, default=8)
     made.add_argument("--workers", type=int, default=os.cpu_count())
     made.add_argument("--seed", type=int, default=0)
+    made.add_argument(
+        "--no-densenet",
+        dest="densenet",
+        action="store_false",
+        help="leave out the DenseNet121 copy of the PSP study",
+    )
     made.add_argument(
         "--id-prefix", default="", help="text before bone_age ids (default: numeric, as RSNA)"
     )

@@ -1,11 +1,14 @@
 """Training and feature-extraction throughput: hetcv's code against a plain PyTorch loop.
 
-Both sides use the same model (``hetcv.models.build_model``), image size, batch size, Adam
-optimiser, torch threads and precision (bf16 autocast + channels_last on CUDA, fp32 on the
-CPU). hetcv's side is the code the train rule runs: ``InputPipeline`` (uint8 images,
-normalised on the device batch by batch) with ``train_epoch`` and ``evaluate``. The plain
-side is the textbook loop over images already normalised to float in memory, and plain
-``torch.inference_mode()`` inference in batches of the same size as ``evaluate``'s. The two
+Both sides use the same model (torchvision's architecture as ``hetcv.models.build_model``
+builds it: any torchvision name or ``timm:<name>``), image size, batch size, optimiser
+(``torch.optim.Adam``, fused, as ``hetcv.train.make_optimizer`` makes it), torch threads and
+precision (bf16 autocast + channels_last on CUDA, fp32 on the CPU). hetcv's side is the code
+the train rule runs: ``InputPipeline`` (uint8 images, on the GPU when they fit, normalised on
+the device batch by batch) with ``train_epoch`` (and its learning-rate schedule) and
+``evaluate``. The plain side is the textbook loop over images already normalised to float on
+the device, and plain ``torch.inference_mode()`` inference in batches of the same size as
+``evaluate``'s, each batch's results copied to the CPU. The two
 are timed back to back, ``--rounds`` times (alternating which goes first); the ratio is the
 median over rounds of hetcv / plain images per second (target ≥ 0.95), the rates shown are
 the medians of each side.
@@ -31,12 +34,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hetcv.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from hetcv.models import build_model
 from hetcv.train import (
     EVAL_BATCH_SIZE,
-    Adam,
     InputPipeline,
     evaluate,
+    make_optimizer,
+    make_schedule,
     select_device,
     train_epoch,
 )
@@ -47,11 +51,11 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
+def plain_images(images: np.ndarray, device: torch.device, mean, std) -> torch.Tensor:
     """The plain loop's data: normalised float, 3 channels, already on the device."""
     pixels = torch.from_numpy(images).float().div(255.0).unsqueeze(1).expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     data = ((pixels - mean) / std).to(device)
     if device.type == "cuda":
         data = data.contiguous(memory_format=torch.channels_last)
@@ -129,14 +133,18 @@ def measure(args: argparse.Namespace, arch: str, device: torch.device) -> list[d
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     torch.manual_seed(0)
-    model = build_model(arch, 2, "none").to(device)
+    model = build_model(arch, 2, "none", args.image_size).to(device)
     if cuda:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    adam = Adam(list(model.parameters()), lr=1e-4)  # hetcv's own, same update
-    pipeline = InputPipeline(images, device)
-    data = plain_images(images, device)
+    # The same torch.optim optimiser on both sides: Adam with the fused implementation. hetcv's
+    # side also steps its schedule (constant) after every step, as the train rule does.
+    fused = device.type in ("cuda", "cpu")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
+    hetcv_optimizer = make_optimizer(model.parameters(), 1e-4, 0.0, device)
+    scheduler = make_schedule(hetcv_optimizer, "constant", 1)
+    pipeline = InputPipeline(images, device, model.mean, model.std)
+    data = plain_images(images, device, model.mean, model.std)
     rows = torch.arange(args.images)
     batches = list(
         torch.randperm(args.images, generator=torch.Generator().manual_seed(0)).split(
@@ -148,14 +156,17 @@ def measure(args: argparse.Namespace, arch: str, device: torch.device) -> list[d
             model,
             pipeline,
             batches,
-            [adam.lr] * len(batches),
             labels,
             nn.CrossEntropyLoss(),
-            adam,
+            hetcv_optimizer,
+            scheduler,
             autocast,
         ),
         ("train", "plain"): lambda: plain_epoch(model, data, labels, batches, optimizer, autocast),
-        ("extract", "hetcv"): lambda: evaluate(model, pipeline, rows, autocast),
+        # Features copied back once, as the train rule does with the held-out fold's.
+        ("extract", "hetcv"): lambda: [
+            tensor.cpu() for tensor in evaluate(model, pipeline, rows, autocast)
+        ],
         ("extract", "plain"): lambda: plain_inference(model, data, autocast),
     }
     for step in steps.values():  # warm-up: allocator, cuDNN autotuning, thread pools
@@ -205,7 +216,12 @@ def measure(args: argparse.Namespace, arch: str, device: torch.device) -> list[d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["resnet18"], choices=["resnet18", "vgg16"])
+    parser.add_argument(
+        "--arch",
+        nargs="+",
+        default=["resnet18"],
+        help="architectures: torchvision names (resnet18, vgg16, densenet121 ...) or timm:<name>",
+    )
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=1024, help="images per epoch")
