@@ -9,8 +9,10 @@ files), then reads Snakemake's per-job benchmark files and each train job's hist
   (epochs and held-out evaluation, from ``history.csv``), the difference being process
   start-up, imports, data loading, checkpoints and writing;
 - the share of the jobs' time spent outside training epochs: 1 − Σ epoch seconds (held-out
-  evaluation included) / Σ every job's wall seconds (target ≤ 30 %). Measured on job time,
-  not on wall time × cores, so that it does not depend on how many threads a job is given;
+  evaluation included) / Σ every job's wall seconds, reported (its former 30 % target is
+  retired: a job's fixed start-up is measured, not engineered away with copies of
+  libraries). Measured on job time, not on wall time × cores, so that it does not depend on
+  how many threads a job is given;
 - per rule: jobs, summed and longest wall time, peak resident memory (``max_rss``);
 - the import time of each rule's script module in a fresh interpreter, and whether it
   imports torch.
@@ -147,8 +149,7 @@ def main() -> None:
     print(stages.to_string(index=False))
     print("\nThe default study:")
     print(study.T.to_string(header=False))
-    verdict = "meets" if share <= 0.30 else "MISSES"
-    print(f"share of the jobs' time outside training: {share:.1%} ({verdict} the 30 % target)")
+    print(f"share of the jobs' time outside training: {share:.1%}")
     stages.to_csv(args.out / "stages.csv", index=False)
     study.to_csv(args.out / "study.csv", index=False)
 
