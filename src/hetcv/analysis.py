@@ -1,10 +1,11 @@
 """What the cluster rule computes for each fold and algorithm of one (dataset, n).
 
 For every k, ``repeats`` seeded runs are aligned to the first (the reference) by the Hungarian
-algorithm and renumbered canonically (cluster 0 = best metric of the reference). Each run then
-yields per-sample assignments, per-cluster rows (size, metric, centre, point-to-centre
-distances), per-pair rows (centre and closest-point distances) and one run row (CV, its
-permutation null, validity indices, stability).
+algorithm and renumbered canonically: cluster 0 is the reference's largest, and never a number
+given by the outcomes, so that no cluster number carries a winner's curse. Each run then yields
+per-sample assignments, per-cluster rows (size, metric, centre, point-to-centre distances),
+per-pair rows (centre and closest-point distances) and one run row (CV, its permutation null,
+validity indices, stability).
 
 An empty cluster (no sample has its highest membership there, which fuzzy c-means and
 mixtures allow) is a named state: its row has ``empty = True`` and a NaN metric, the run row
@@ -214,15 +215,13 @@ def repeat_stability(labels: list[np.ndarray], k: int) -> list[float]:
 def aligned_runs(
     points: np.ndarray,
     groups: np.ndarray | None,
-    outcome: tuple[np.ndarray, np.ndarray | None],
     algorithm: str,
     k: int,
     repeats: int,
     fcm: dict,
     seed: int,
-    metric: ClusterMetric,
 ) -> list[Partition]:
-    """``repeats`` runs, matched to the first and numbered so that cluster 0 is best.
+    """``repeats`` runs, matched to the first and numbered so that cluster 0 is the largest.
 
     Parameters
     ----------
@@ -230,10 +229,7 @@ def aligned_runs(
         Samples in the clustered space.
     groups : ndarray of shape (n_samples,) or None
         Class of each sample, to cluster within each class; None clusters all together.
-    outcome : tuple of (ndarray, ndarray or None)
-        Per-sample outcome and class codes (:meth:`hetcv.metrics.ClusterMetric.outcome`);
-        rank the reference run's clusters.
-    algorithm, repeats, fcm, seed, metric : see :func:`analyse_fold`
+    algorithm, repeats, fcm, seed : see :func:`analyse_fold`
     k : int
         Number of clusters (per class when ``groups`` is given).
 
@@ -255,8 +251,7 @@ def aligned_runs(
     runs = [reference] + [
         run.relabel(match_to_reference(reference.labels, run.labels, total_k)) for run in runs[1:]
     ]
-    values, size = cluster_metrics(reference.labels, outcome[0], total_k, metric, outcome[1])
-    order = canonical_labels(values, size)
+    order = canonical_labels(np.bincount(reference.labels, minlength=total_k))
     return [run.relabel(order) for run in runs]
 
 
@@ -345,15 +340,7 @@ def clusterings_by_k(
     for n_clusters in k:
         tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
         partitions = aligned_runs(
-            space.points,
-            space.groups,
-            space.outcome,
-            algorithm,
-            n_clusters,
-            repeats,
-            fcm,
-            seed,
-            metric,
+            space.points, space.groups, algorithm, n_clusters, repeats, fcm, seed
         )
         stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
         for repeat, part in enumerate(partitions):
@@ -505,7 +492,7 @@ def worst_cluster_runs(
     points = clustered_space(features, pca_components, error_aware)
     groups = features["target"].to_numpy() if within == "class" else None
     outcome = metric.outcome(features)
-    partitions = aligned_runs(points, groups, outcome, algorithm, k, repeats, fcm, seed, metric)
+    partitions = aligned_runs(points, groups, algorithm, k, repeats, fcm, seed)
     assignments, runs = [], []
     for repeat, part in enumerate(partitions):
         values, _ = cluster_metrics(part.labels, outcome[0], part.k, metric, outcome[1])

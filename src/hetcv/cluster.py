@@ -492,15 +492,16 @@ def match_to_reference(reference: np.ndarray, labels: np.ndarray, k: int) -> np.
     return new_label_of
 
 
-def canonical_labels(metric: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """New label of each cluster so that cluster 0 has the best metric (ties: larger first).
+def canonical_labels(size: np.ndarray) -> np.ndarray:
+    """New label of each cluster so that cluster 0 is the largest (ties: lower label first).
 
-    Higher metric is better; empty clusters (metric NaN) come last.
+    The numbering never looks at the clusters' outcomes: numbering them by their measured
+    metric (as cluster 0 = best) would make "cluster 0" the one whose estimate is highest
+    by chance, and its estimate and interval would carry that winner's curse. Empty clusters
+    come last.
 
     Parameters
     ----------
-    metric : ndarray of shape (k,)
-        Performance metric of each cluster, NaN when empty.
     size : ndarray of shape (k,)
         Number of samples in each cluster.
 
@@ -509,8 +510,7 @@ def canonical_labels(metric: np.ndarray, size: np.ndarray) -> np.ndarray:
     new_label_of : ndarray of shape (k,)
         Rank of each cluster, a permutation for `Partition.relabel`.
     """
-    key_metric = np.where(np.isnan(metric), -np.inf, metric)
-    order = np.lexsort((-size, -key_metric))
-    new_label_of = np.empty(len(metric), dtype=np.int64)
-    new_label_of[order] = np.arange(len(metric))
+    order = np.argsort(-np.asarray(size), kind="stable")
+    new_label_of = np.empty(len(order), dtype=np.int64)
+    new_label_of[order] = np.arange(len(order))
     return new_label_of

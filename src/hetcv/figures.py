@@ -174,9 +174,9 @@ def cluster_bands(axis, rows, centre, low, high, style) -> dict:
 def figure2(clusters, cv, selected, metric, style, dataset) -> Figure:
     """The paper's Figure 2: per-cluster test metric vs sample size, whole-set metric highlighted.
 
-    Each cluster is a line with its 95 % CI band; grey bars beside each n show where the
-    sorted cluster metrics fall under the permutation null; the thick blue line is the whole
-    held-out set's metric.
+    Each cluster (numbered by size, 0 = largest) is a line with its 95 % CI band (Wilson's for
+    accuracy); grey bars beside each n show where each cluster's metric falls under the
+    permutation null; the thick blue line is the whole held-out set's metric.
 
     Parameters
     ----------
@@ -210,7 +210,7 @@ def figure2(clusters, cv, selected, metric, style, dataset) -> Figure:
     )
     chosen = select(clusters, selected)
     for n, at_n in chosen.groupby("n"):
-        # Where the sorted cluster metrics fall under the permutation null: spread that chance
+        # Where each cluster's metric falls under the permutation null: the spread that chance
         # alone gives clusters of these sizes.
         axis.vlines(
             np.full(len(at_n), position[n]) + 0.08,
@@ -219,7 +219,7 @@ def figure2(clusters, cv, selected, metric, style, dataset) -> Figure:
             color="grey",
             linewidth=5,
             alpha=0.35,
-            label="null band of sorted metrics" if n == chosen["n"].min() else None,
+            label="null band of each cluster" if n == chosen["n"].min() else None,
         )
     whole = select(cv, selected).sort_values("n")
     axis.plot(
@@ -281,9 +281,9 @@ def figure3(clusters, selected, style, dataset) -> Figure:
 def figure4(cv, selected, style, dataset) -> Figure:
     """The paper's Figure 4: raw and debiased CV vs sample size, against the noise floor.
 
-    Both CVs carry their 95 % bootstrap CIs; the grey area is the permutation-null CV up to
-    its 95th percentile; the background bands are the clinical-chemistry guide (Cui 1989)
-    and the dashed line the paper's 5 % guideline.
+    Both CVs carry their 95 % CIs (the raw CV's for its expectation); the grey area is the
+    permutation-null CV up to its 95th percentile; the background bands are the
+    clinical-chemistry guide (Cui 1989) and the dashed line the paper's 5 % guideline.
 
     Parameters
     ----------
@@ -329,10 +329,11 @@ def figure4(cv, selected, style, dataset) -> Figure:
     )
     axis.plot(x, rows["null_cv"], color="grey", linestyle=":")
     for offset, column, colour, label in (
-        (-0.06, "cv", "#1f4e9c", "raw CV, the paper's (95 % CI)"),
+        (-0.06, "cv", "#1f4e9c", "raw CV, the paper's (95 % CI of its expectation)"),
         (0.06, "debiased_cv", "#c0392b", "debiased CV: noise removed (95 % CI)"),
     ):
-        # Whole intervals: the bootstrap intervals are bias-corrected and contain the estimate.
+        # The raw CV's interval is for its expectation at this design (it holds the estimate by
+        # construction); the debiased CV's for the clusters' true CV.
         error = np.vstack(
             [rows[column] - rows[f"{column}_ci_low"], rows[f"{column}_ci_high"] - rows[column]]
         )

@@ -320,12 +320,14 @@ class ClusterMetric:
         Q asks whether the clusters of a run (the last axis of ``sums``) differ more than
         sampling alone makes them, so each cluster's variance should be finite and, for the
         metrics built from small per-class counts, not estimated from those counts alone.
-        Accuracy: p̃(1 − p̃)/n with p̃ = (successes + ½)/(n + 1), finite at p̂ ∈ {0, 1}.
-        Balanced accuracy: its classes' p(1 − p)/n_y over classes², with each class's
-        recall p pooled over the run's clusters (the null's common value; per-cluster recalls
-        of 10 samples made Q reject 16 % of null data sets at 5 %). AUROC: Hanley & McNeil's
-        (1982) variance at the run's pooled Ã = (ΣU + ½)/(Σn₊n₋ + 1) and each cluster's
-        n₊, n₋. 1 − NRMSE keeps its estimate (a 0 is left out of Q by the caller).
+        Accuracy: p̄(1 − p̄)/n_c with p̄ the run's pooled accuracy (the null's common value),
+        so that Q is the homogeneity chi-square of the clusters × (right, wrong) table; 0
+        where p̄ is 0 or 1 (the run then holds no information on heterogeneity). Balanced
+        accuracy: its classes' p(1 − p)/n_y over classes², with each class's recall p pooled
+        over the run's clusters. AUROC: Hanley &
+        McNeil's (1982) variance at the run's pooled Ã = (ΣU + ½)/(Σn₊n₋ + 1) and each
+        cluster's n₊, n₋. 1 − NRMSE keeps its estimate (a 0 is left out of Q by the caller).
+        The level each achieves is in docs/methods.md.
 
         Parameters
         ----------
@@ -357,8 +359,8 @@ class ClusterMetric:
                 variance = terms.sum(axis=0) / present.sum(axis=0) ** 2
                 return np.where(present.any(axis=0), variance, np.nan)
             count, total = sums[:2]
-            guarded = (total + 0.5) / (count + 1)
-            return np.where(count > 0, guarded * (1 - guarded) / count, np.nan)
+            pooled = total.sum(-1, keepdims=True) / count.sum(-1, keepdims=True)
+            return np.where(count > 0, pooled * (1 - pooled) / count, np.nan)
 
     def of_samples(self, outcome: np.ndarray, classes: np.ndarray | None = None) -> float:
         """Return the metric of one set of samples (e.g. a whole held-out fold).

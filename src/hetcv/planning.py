@@ -1,35 +1,39 @@
 """How much data until heterogeneity stops hurting: learning curves and the n that reaches a target.
 
-Each quantity is fitted over the sample sizes by an inverse power law (Figueroa et al., BMC
-Med Inform Decis Mak 2012): the test metric rises as m(n) = a − b·n^(−c), the raw and the
-debiased CV fall as cv(n) = a + b·n^(−c), with b ≥ 0, c in [0.05, 3], and a CV's asymptote
-≥ 0, a metric's ≤ 1. The points are the
-fold-level values (one per fold and size, repeats averaged: they share the fold's samples),
-weighted by 1/s(n)², where s(n) is a smooth model of the spread between folds (log s linear in
-log n, fitted to each size's sample sd), since four folds make each size's own sd too noisy to
-weight by. For a fixed rate c the law is linear in (a, b), so it is fitted in closed form on
-a grid of 240 rates and the best rate kept; this makes thousands of fits per second.
+A quantity (the raw or debiased CV, or the test metric) is measured at every sample size and
+fold. Folds of one size share their subsample and most of their training data, so a size, not
+a fold, is the replicate: the curves are fitted to the sizes' means, each weighted by the
+inverse of its variance,
 
-n* is where the curve meets the target. Its 95 % interval is the set of n* that an F test of
-"the curve passes through the target at n*" does not reject: for each candidate n* the law is
-refitted under that constraint (a and c free, closed form in a for each c) and the rise in
-the weighted residual sum of squares compared with F(1, N − 3). In simulations with known
-curves (4 sizes × 4 folds, 15 % fold noise, ``tests/unit/test_planning.py``) this covered the
-true n* in 95.6 % of 250 data sets where it lies within twice the largest n; percentile bootstraps
-over folds or residuals covered 77–86 %. An interval with no finite n* means no curve the data
-allow reaches the target: its asymptote lies beyond it. The figure's band around each curve is
-a percentile bootstrap over folds, a guide to the fit's spread: in the same simulations it
-covered the true curve in 85–92 % at sizes from the smallest n to 4 × the largest, not 95 %
-(an F-test inversion at each size covered 85–91 %).
+    var(mean at n) = s(n)² · (1/F + 1/(F − 1)) + σ²_size,
 
-Status of a target: ``reached at n ≤ N`` when the mean at an observed size N already meets
-it (the smallest such N), and n* is then read off the observations (:func:`observed_crossing`),
-the interval widened to hold it if need be; ``not reachable`` when the interval holds no
-finite n*; ``levels off above the target`` when the fitted curve does (n* = inf) but the data
-do not exclude reaching it beyond the interval's low end; ``beyond X × the largest n: not
-trusted`` when n* exceeds ``max_extrapolation`` × the largest n; ``predicted`` otherwise. The
-backtest fits every size but the largest and reports the prediction at the largest minus what
-was observed there (the mean over folds).
+where s(n) is a smooth model of the spread between folds (log s linear in log n, fitted to
+each size's sd), 1/F + 1/(F − 1) is Nadeau & Bengio's (2003) correction for folds whose
+models share training data, and σ²_size a random size effect estimated (method of moments)
+from the power law's lack of fit.
+
+Two families are fitted, in closed form (the power law for each rate on a grid):
+
+- ``power``: y = a + d·b·n^(−c) (Figueroa et al. 2012), c in [0.05, 3], which levels off;
+- ``loglinear``: y = a − d·b·log n, which does not;
+
+with d = +1 for a falling CV, −1 for a rising metric, b ≥ 0, and for the power law a CV's
+asymptote ≥ 0 and a metric's ≤ 1. A family *fits* when its lack-of-fit F test (the sizes'
+means around the curve against the folds' spread within sizes) has p ≥ 0.05; with three
+sizes only the log-linear family can be checked. n* is the power law's crossing of the
+target. Its 95 % interval is the union, over the families that fit (both when neither does),
+of the n* that an F test of "the curve passes through the target at n*" does not reject
+(each family refitted under that constraint).
+
+Status of a target: ``reached at n ≤ N`` when the mean at an observed size N already meets it
+(n* then read off the observations, :func:`observed_crossing`); ``the curve does not fit: no
+n*`` when the power law fails its lack-of-fit test; ``curve families disagree: no n*`` when a
+family that fits puts n* outside the power law's own interval; ``not reachable`` when the
+interval holds no finite n*; ``levels off above the target``; ``beyond X × the largest n: not
+trusted``; ``predicted`` otherwise, with ``(fit not checked: 3 sizes)`` added when it could
+not be checked. The interval is given whatever the status. The backtest fits every size but
+the largest and reports the prediction at the largest minus what was observed there. The
+validation of every number here is in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ from scipy import stats as scipy_stats
 from hetcv.seeding import derive_seed
 
 LEVEL = 0.95
+FIT_LEVEL = 0.05  # a family whose lack-of-fit p is below this does not fit
+FAMILIES = ("power", "loglinear")
+PRIMARY = "power"
+PARAMETERS = {"power": 3, "loglinear": 2}
 RATES = np.geomspace(0.05, 3.0, 240)
 # Direction of each quantity's curve: +1 falls towards its asymptote (CV), −1 rises (metric).
 DIRECTION = {"test_metric": -1, "raw_cv": 1, "debiased_cv": 1}
@@ -54,18 +62,30 @@ INVERSION_RATES = RATES[::2]
 _CANDIDATES = np.geomspace(1e-3, 1e3, 480)
 
 
+def _basis(family: str, n: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """``(G, N)`` x of y = a + d·b·x for each rate (the log-linear family: one row)."""
+    n = np.asarray(n, float)
+    if family == "power":
+        return n[None, :] ** -rate[:, None]
+    return -np.log(n)[None, :]
+
+
 @dataclass(frozen=True)
-class PowerLaw:
-    """y(n) = asymptote + direction · scale · n^(−rate).
+class Curve:
+    """y(n) = asymptote + direction · scale · x(n) of one family (x = n^(−rate) or −log n).
 
     Attributes
     ----------
-    asymptote, scale, rate : float
-        a, b ≥ 0 and c > 0 of the law.
+    family : {"power", "loglinear"}
+    asymptote, scale : float
+        a and b ≥ 0 (the log-linear family has no asymptote: a is its value at n = 1).
+    rate : float
+        c of the power law; NaN for the log-linear family.
     direction : int
         +1 for a falling curve (CV), −1 for a rising one (metric).
     """
 
+    family: str
     asymptote: float
     scale: float
     rate: float
@@ -73,29 +93,30 @@ class PowerLaw:
 
     def __call__(self, n: np.ndarray) -> np.ndarray:
         """Return the curve's value at each n."""
-        return self.asymptote + self.direction * self.scale * np.asarray(n, float) ** -self.rate
+        x = _basis(self.family, np.atleast_1d(n), np.array([self.rate]))[0]
+        return self.asymptote + self.direction * self.scale * x
 
     def n_star(self, target: float) -> float:
         """Return the n at which the curve meets ``target``; inf if it never does."""
-        return float(_n_star(self.asymptote, self.scale, self.rate, target, self.direction))
-
-
-def _n_star(a, b, c, target, direction):
-    a, b, c = (np.asarray(x, dtype=np.float64) for x in (a, b, c))
-    gap = direction * (target - a)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        reached = (b / gap) ** (1 / c)
-    return np.where((gap > 0) & (b > 0), reached, np.inf)
+        a, b, d = self.asymptote, self.scale, self.direction
+        gap = d * (target - a)  # > 0: the target lies towards the curve's limit from a
+        if b <= 0:
+            return np.inf
+        if self.family == "loglinear":
+            return float(np.exp(-gap / b))
+        if gap <= 0:
+            return np.inf
+        return float((b / gap) ** (1 / self.rate))
 
 
 def fit_many(
-    n: np.ndarray, values: np.ndarray, weights: np.ndarray, direction: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted least-squares power laws for many rows of points at once.
+    n: np.ndarray, values: np.ndarray, weights: np.ndarray, direction: int, family: str = "power"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least-squares curves of one family for many rows of points at once.
 
-    For each rate of the grid the law is linear in (a, b): the least squares with b ≥ 0 and
-    the asymptote within its range (a CV ≥ 0, a metric ≤ 1; :data:`ASYMPTOTE_BOUND`) is
-    solved in closed form, and the rate of lowest cost is kept.
+    For each rate of the grid the power law is linear in (a, b): the least squares with
+    b ≥ 0 and the asymptote within its range (:data:`ASYMPTOTE_BOUND`) is solved in closed
+    form, and the rate of lowest cost is kept; the log-linear family is one such fit.
 
     Parameters
     ----------
@@ -105,23 +126,31 @@ def fit_many(
         The points' values and weights, one data set per row.
     direction : {1, -1}
         Falling (CV) or rising (metric) curve.
+    family : str, default="power"
+        One of :data:`FAMILIES`.
 
     Returns
     -------
-    asymptote, scale, rate : ndarray of shape (n_rows,)
-        The best law of each row over the rate grid.
+    asymptote, scale, rate, cost : ndarray of shape (n_rows,)
+        The best curve of each row (rate NaN for the log-linear family) and its weighted
+        residual sum of squares.
     """
-    x = direction * np.asarray(n, float)[None, :] ** -RATES[:, None]  # (G, N)
+    n = np.asarray(n, float)
+    grid = np.array([np.nan]) if family == "loglinear" else RATES
+    x = direction * _basis(family, n, grid)  # (G, N)
     s0 = weights.sum(axis=1, keepdims=True)
     sx, sxx = weights @ x.T, weights @ (x.T**2)
     sy = (weights * values).sum(axis=1, keepdims=True)
     sxy, syy = (weights * values) @ x.T, (weights * values**2).sum(axis=1, keepdims=True)
-    scale = np.maximum((s0 * sxy - sx * sy) / (s0 * sxx - sx**2), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.maximum((s0 * sxy - sx * sy) / (s0 * sxx - sx**2), 0.0)
+    scale = np.nan_to_num(scale)
     asymptote = (sy - scale * sx) / s0
-    bound = ASYMPTOTE_BOUND[direction]
-    beyond = direction * (bound - asymptote) > 0
-    asymptote = np.where(beyond, bound, asymptote)
-    scale = np.where(beyond, np.maximum((sxy - bound * sx) / sxx, 0.0), scale)
+    if family != "loglinear":
+        bound = ASYMPTOTE_BOUND[direction]
+        beyond = direction * (bound - asymptote) > 0
+        asymptote = np.where(beyond, bound, asymptote)
+        scale = np.where(beyond, np.maximum((sxy - bound * sx) / sxx, 0.0), scale)
     cost = (
         syy
         - 2 * asymptote * sy
@@ -132,7 +161,12 @@ def fit_many(
     )
     best = np.argmin(cost, axis=1)
     rows = np.arange(len(values))
-    return asymptote[rows, best], scale[rows, best], RATES[best]
+    return (
+        asymptote[rows, best],
+        scale[rows, best],
+        grid[best],
+        np.maximum(cost[rows, best], 0.0),
+    )
 
 
 def fold_spread(n: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -160,41 +194,118 @@ def fold_spread(n: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.exp(intercept[:, None] + slope[:, None] * np.log(n)[None, :])
 
 
-def fit_curve(n: np.ndarray, values: np.ndarray, direction: int) -> PowerLaw:
-    """Return the weighted least-squares power law of fold-level points.
+@dataclass(frozen=True)
+class SizeMeans:
+    """The sizes' means and what their variances are made of; from `size_means`.
+
+    Attributes
+    ----------
+    sizes, means, folds : ndarray of shape (n_sizes,)
+        Each size, its mean over folds and its number of folds.
+    spread : ndarray of shape (n_sizes,)
+        The smooth between-fold sd s(n) at each size (:func:`fold_spread`).
+    pure_error : float
+        Σ (y − mean of its size)² / s(n)², over every point: the within-size scatter.
+    pure_df : int
+        Its degrees of freedom: points − sizes.
+    """
+
+    sizes: np.ndarray
+    means: np.ndarray
+    folds: np.ndarray
+    spread: np.ndarray
+    pure_error: float
+    pure_df: int
+
+    def weights(self, size_variance: float = 0.0) -> np.ndarray:
+        """1 / var(mean) of each size, with Nadeau & Bengio's correction (module doc)."""
+        inflation = 1 / self.folds + 1 / np.maximum(self.folds - 1, 1)
+        return 1 / (self.spread**2 * inflation + size_variance)
+
+    @property
+    def scatter(self) -> float:
+        """Within-size mean square of the standardised points (1 when s(n) is right)."""
+        return self.pure_error / self.pure_df
+
+
+def size_means(n: np.ndarray, values: np.ndarray) -> SizeMeans:
+    """The sizes' means of fold-level points and their within-size scatter.
 
     Parameters
     ----------
     n, values : ndarray of shape (n_points,)
-        Sample size and value of each (fold, size) point.
-    direction : {1, -1}
-        Falling (CV) or rising (metric) curve.
+        Sample size and value of each (fold, size) point; two or more folds at each size.
 
     Returns
     -------
-    PowerLaw
+    SizeMeans
     """
-    values = np.asarray(values, float)[None]
-    weights = 1 / fold_spread(n, values) ** 2
-    a, b, c = fit_many(n, values, weights, direction)
-    return PowerLaw(float(a[0]), float(b[0]), float(c[0]), direction)
+    n, values = np.asarray(n, float), np.asarray(values, float)
+    sizes, index, folds = np.unique(n, return_inverse=True, return_counts=True)
+    means = np.bincount(index, weights=values) / folds
+    spread = fold_spread(n, values[None])[0]
+    pure = float((((values - means[index]) / spread) ** 2).sum())
+    first = np.unique(index, return_index=True)[1]
+    return SizeMeans(sizes, means, folds, spread[first], pure, len(values) - len(sizes))
+
+
+def fit_family(means: SizeMeans, weights: np.ndarray, direction: int, family: str) -> tuple:
+    """One family's weighted fit to the sizes' means: its :class:`Curve` and its cost."""
+    a, b, c, cost = fit_many(means.sizes, means.means[None], weights[None], direction, family)
+    return Curve(family, float(a[0]), float(b[0]), float(c[0]), direction), float(cost[0])
+
+
+def lack_of_fit(means: SizeMeans, cost: float, family: str) -> float:
+    """p-value of the F test of a family's lack of fit; NaN where it cannot be checked.
+
+    ``cost`` is the weighted residual sum of squares of the family's fit to the means with
+    weights ``F / s(n)²`` (no correction, no size effect): under the family, with folds as
+    replicates, it is χ² on (sizes − parameters) degrees of freedom times the scatter that
+    the pure error estimates.
+    """
+    df = len(means.sizes) - PARAMETERS[family]
+    if df <= 0 or means.pure_df <= 0 or means.scatter <= 0:
+        return np.nan
+    statistic = cost / df / means.scatter
+    return float(scipy_stats.f.sf(statistic, df, means.pure_df))
+
+
+def size_variance(means: SizeMeans, cost: float) -> float:
+    """σ²_size, the random size effect, by the method of moments from the power law's fit.
+
+    With w = F/s(n)², the lack-of-fit sum ``cost`` has expectation (S − 3) + σ²·(Σw −
+    Σw²/Σw) roughly (DerSimonian & Laird's), so σ² = max(0, (cost − (S − 3)) / (Σw − Σw²/Σw)).
+    """
+    df = len(means.sizes) - PARAMETERS[PRIMARY]
+    if df <= 0:
+        return 0.0
+    w = means.folds / means.spread**2
+    return float(max(0.0, (cost - df * means.scatter) / (w.sum() - (w**2).sum() / w.sum())))
 
 
 def n_star_interval(
-    n: np.ndarray, values: np.ndarray, target: float, direction: int, level: float = LEVEL
+    means: SizeMeans,
+    weights: np.ndarray,
+    target: float,
+    direction: int,
+    family: str = PRIMARY,
+    level: float = LEVEL,
 ) -> tuple[float, float]:
-    """Return the confidence interval of n* by inverting an F test (see the module doc).
+    """The n* that an F test of "the curve passes through (n*, target)" does not reject.
+
+    For each candidate n* the family is refitted under that constraint (closed form in the
+    remaining linear parameter, for each rate) and the rise in the weighted residual sum of
+    squares compared with F(1, pure df) times the within-size scatter.
 
     Parameters
     ----------
-    n, values : ndarray of shape (n_points,)
-        Sample size and value of each (fold, size) point; at least four points.
+    means : SizeMeans
+    weights : ndarray of shape (n_sizes,)
+        The sizes' weights (:meth:`SizeMeans.weights`).
     target : float
-        The value the curve should reach.
     direction : {1, -1}
-        Falling (CV) or rising (metric) curve.
+    family : str, default="power"
     level : float, default=0.95
-        Confidence level.
 
     Returns
     -------
@@ -202,31 +313,34 @@ def n_star_interval(
         Bounds on n; ``high`` is inf when arbitrarily large n* are not rejected, and both are
         inf when no finite n* is (the target is not reachable).
     """
-    n = np.asarray(n, float)
-    values = np.asarray(values, float)
-    weights = 1 / fold_spread(n, values[None])[0] ** 2
-    a, b, c = fit_many(n, values[None], weights[None], direction)
-    free = float((weights * (values - (a + direction * b * n**-c)) ** 2).sum())
+    n, y = means.sizes, means.means
+    _, free = fit_family(means, weights, direction, family)
     candidates = _CANDIDATES * n.max()
-    # Through (n*, target): y = target·z + a·(1 − z), z = (n*/n)^c, closed form in a.
-    z = (candidates[:, None, None] / n[None, None, :]) ** INVERSION_RATES[None, :, None]
-    rest = 1 - z
-    residual = values - target * z
-    a_fit = (weights * rest * residual).sum(-1) / (weights * rest**2).sum(-1)
-    bound = ASYMPTOTE_BOUND[direction]
-    a_fit = np.maximum(a_fit, bound) if direction == 1 else np.minimum(a_fit, bound)
-    # The law needs b = (target − a)·n*^c·direction ≥ 0: a on the far side is no such curve.
-    feasible = direction * (target - a_fit) >= 0
-    constrained = (weights * (residual - a_fit[..., None] * rest) ** 2).sum(-1)
-    constrained = np.where(feasible, constrained, np.inf).min(axis=1)
-    points = len(values)
-    statistic = (constrained - free) / (free / (points - 3))
-    accepted = statistic <= scipy_stats.f.ppf(level, 1, points - 3)
+    if family == "loglinear":
+        # y − target = −d·b·(log n − log n*): one parameter b ≥ 0.
+        t = -direction * (np.log(n)[None, :] - np.log(candidates)[:, None])
+        r = y[None, :] - target
+        b = np.maximum((t * r * weights).sum(1) / (t * t * weights).sum(1), 0.0)
+        constrained = ((r - b[:, None] * t) ** 2 * weights).sum(1)
+    else:
+        # Through (n*, target): y = target·z + a·(1 − z), z = (n*/n)^c, closed form in a.
+        z = (candidates[:, None, None] / n[None, None, :]) ** INVERSION_RATES[None, :, None]
+        rest = 1 - z
+        residual = y - target * z
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            a = (weights * rest * residual).sum(-1) / (weights * rest**2).sum(-1)
+            bound = ASYMPTOTE_BOUND[direction]
+            a = np.maximum(a, bound) if direction == 1 else np.minimum(a, bound)
+            # The curve needs b ≥ 0: an asymptote on the far side of the target is none.
+            feasible = (direction * (target - a) >= 0) & np.isfinite(a)
+            cost = (weights * (residual - a[..., None] * rest) ** 2).sum(-1)
+        constrained = np.where(feasible & np.isfinite(cost), cost, np.inf).min(axis=1)
+    critical = scipy_stats.f.ppf(level, 1, max(means.pure_df, 1)) * max(means.scatter, 1e-12)
+    accepted = constrained - free <= critical
     if not accepted.any():
         return (np.inf, np.inf)
     inside = candidates[accepted]
-    high = np.inf if accepted[-1] else float(inside.max())
-    return (float(inside.min()), high)
+    return (float(inside.min()), np.inf if accepted[-1] else float(inside.max()))
 
 
 def curve_band(
@@ -238,7 +352,7 @@ def curve_band(
     seed: int,
     level: float = LEVEL,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return a pointwise band of the curve by a bootstrap over folds (for the figure).
+    """Return a pointwise band of the power law by a bootstrap over folds (for the figure).
 
     Parameters
     ----------
@@ -253,7 +367,7 @@ def curve_band(
     seed : int
         Seed of the resamples.
     level : float, default=0.95
-        The percentiles' nominal coverage (actual coverage: see the module doc).
+        The percentiles' nominal coverage (actual coverage: docs/methods.md).
 
     Returns
     -------
@@ -266,11 +380,27 @@ def curve_band(
         columns = np.flatnonzero(n == size)
         resampled[:, columns] = np.asarray(values)[rng.choice(columns, (n_boot, len(columns)))]
     weights = 1 / fold_spread(n, resampled) ** 2
-    a, b, c = fit_many(n, resampled, weights, direction)
+    a, b, c, _ = fit_many(n, resampled, weights, direction)
     curves = a[:, None] + direction * b[:, None] * grid[None, :] ** -c[:, None]
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(curves, [tail, 100 - tail], axis=0)
     return low, high
+
+
+def fit_curve(n: np.ndarray, values: np.ndarray, direction: int) -> Curve:
+    """The power law fitted to the sizes' means of fold-level points (weights of the module doc).
+
+    Parameters
+    ----------
+    n, values : ndarray of shape (n_points,)
+    direction : {1, -1}
+
+    Returns
+    -------
+    Curve
+    """
+    means = size_means(n, values)
+    return fit_family(means, means.weights(), direction, PRIMARY)[0]
 
 
 def backtest_error(n: np.ndarray, values: np.ndarray, direction: int) -> float:
@@ -294,13 +424,13 @@ def backtest_error(n: np.ndarray, values: np.ndarray, direction: int) -> float:
         return np.nan
     earlier = n < largest
     curve = fit_curve(n[earlier], values[earlier], direction)
-    return float(curve(largest) - values[n == largest].mean())
+    return float(curve(largest)[0] - values[n == largest].mean())
 
 
 BAND_REPLICATES = 500
 GRID_POINTS = 60
 NUMBERS = ("n_star", "n_star_low", "n_star_high", "backtest_error", "asymptote", "scale")
-NUMBERS += ("rate", "largest_n", "observed")
+NUMBERS += ("rate", "largest_n", "observed", "lack_of_fit_p", "size_sd")
 CURVE_LISTS = ("grid", "fit", "band_low", "band_high")
 
 
@@ -344,13 +474,13 @@ def plan_quantity(
     max_extrapolation: float,
     seed: int,
 ) -> dict:
-    """Fit one quantity's curve and find the n that reaches ``target``, with its status.
+    """Fit one quantity's curves and find the n that reaches ``target``, with its status.
 
     Parameters
     ----------
     n, values : ndarray of shape (n_points,)
         Sample size and value of each (fold, size) point, ideally two or more folds at each
-        of three or more sizes.
+        of four or more sizes.
     quantity : {"test_metric", "raw_cv", "debiased_cv"}
         Decides the curve's direction.
     target : float
@@ -363,12 +493,14 @@ def plan_quantity(
     Returns
     -------
     row : dict
-        ``quantity, target, n_star, n_star_low, n_star_high, status, backtest_error,
-        asymptote, scale, rate, largest_n``, ``observed`` (the mean at the largest n), and,
-        as lists for the figure, ``grid`` (sizes from the smallest n to max_extrapolation ×
-        the largest), ``fit``, ``band_low`` and ``band_high`` (95 % fold-bootstrap band).
+        ``quantity, target, n_star, n_star_low, n_star_high, status, families`` (those that
+        fit), ``lack_of_fit_p`` (the power law's), ``size_sd`` (√σ²_size),
+        ``backtest_error``, the power law's ``asymptote, scale, rate``, ``largest_n``,
+        ``observed`` (the mean at the largest n), and, as lists for the figure, ``grid``
+        (sizes from the smallest n to max_extrapolation × the largest), ``fit``,
+        ``band_low`` and ``band_high`` (95 % fold-bootstrap band).
 
-    A law of three parameters needs three sizes: with fewer (or a size with one fold) the
+    A curve of three parameters needs three sizes: with fewer (or a size with one fold) the
     row says so in ``status`` and its numbers are NaN; such a study runs, it only cannot be
     planned.
     """
@@ -382,21 +514,40 @@ def plan_quantity(
             **dict.fromkeys(CURVE_LISTS, []),
             "quantity": quantity,
             "target": float(target),
+            "families": "",
             "status": "not planned: needs two folds at three or more sample sizes",
         }
     direction = DIRECTION[quantity]
-    curve = fit_curve(n, values, direction)
-    low, high = n_star_interval(n, values, target, direction)
-    means = np.array([values[n == size].mean() for size in sizes])
-    met = direction * (target - means) >= 0
-    largest = float(sizes.max())
+    means = size_means(n, values)
+    plain = means.folds / means.spread**2
+    lack = {f: lack_of_fit(means, fit_family(means, plain, direction, f)[1], f) for f in FAMILIES}
+    sigma2 = size_variance(means, fit_family(means, plain, direction, PRIMARY)[1])
+    weights = means.weights(sigma2)
+    curves = {f: fit_family(means, weights, direction, f)[0] for f in FAMILIES}
+    intervals = {f: n_star_interval(means, weights, target, direction, f) for f in FAMILIES}
+    fits = [f for f in FAMILIES if not lack[f] < FIT_LEVEL]  # NaN (unchecked) counts as fit
+    low, high = (
+        min(intervals[f][0] for f in fits or FAMILIES),
+        max(intervals[f][1] for f in fits or FAMILIES),
+    )
+    curve = curves[PRIMARY]
     n_star = curve.n_star(target)
+    met = direction * (target - means.means) >= 0
+    largest = float(sizes.max())
+    own_low, own_high = intervals[PRIMARY]
+    disagree = [
+        f for f in fits if f != PRIMARY and not own_low <= curves[f].n_star(target) <= own_high
+    ]
     if met.any():
         first = int(met.argmax())
         status = f"reached at n ≤ {int(sizes[first])}"
-        n_star = observed_crossing(sizes, means, target, first, n_star)
+        n_star = observed_crossing(sizes, means.means, target, first, n_star)
         low, high = min(low, n_star), max(high, n_star)
-    elif not np.isfinite(low):
+    elif lack[PRIMARY] < FIT_LEVEL:
+        status, n_star = "the curve does not fit: no n*", np.nan
+    elif disagree:
+        status, n_star = f"curve families disagree ({', '.join(disagree)}): no n*", np.nan
+    elif not np.isfinite(own_low):
         status = "not reachable"
     elif not np.isfinite(n_star):
         status = "levels off above the target"
@@ -404,6 +555,8 @@ def plan_quantity(
         status = f"beyond {max_extrapolation:g} × the largest n: not trusted"
     else:
         status = "predicted"
+    if np.isnan(lack[PRIMARY]) and not met.any():
+        status += f" (fit not checked: {len(sizes)} sizes)"
     grid = np.geomspace(sizes.min(), max_extrapolation * largest, GRID_POINTS)
     band_low, band_high = curve_band(n, values, direction, grid, BAND_REPLICATES, seed)
     return {
@@ -413,12 +566,15 @@ def plan_quantity(
         "n_star_low": low,
         "n_star_high": high,
         "status": status,
+        "families": ", ".join(fits),
+        "lack_of_fit_p": lack[PRIMARY],
+        "size_sd": float(np.sqrt(sigma2)),
         "backtest_error": backtest_error(n, values, direction),
         "asymptote": curve.asymptote,
         "scale": curve.scale,
         "rate": curve.rate,
         "largest_n": largest,
-        "observed": float(means[-1]),
+        "observed": float(means.means[-1]),
         "grid": grid.tolist(),
         "fit": curve(grid).tolist(),
         "band_low": band_low.tolist(),

@@ -13,6 +13,11 @@ consensus clusters (one row per held-out sample, ``clusters_per_sample.csv``):
 
 The p-values are Holm-adjusted across the columns, within each sample size. Samples with a
 missing value are left out of that column's profile.
+
+Cluster numbers are per fold (numbered by size), so pooling "cluster 2" over folds pools the
+third-largest cluster of each. What the *weakest* cluster holds is therefore profiled on its
+own (:func:`weakest_profile`): the cluster that each fold's cross-fitted ranking chose as
+worst, pooled over folds, against the rest, as :data:`WEAKEST` (cluster −1) rows.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from hetcv.heterogeneity import holm
+from hetcv.stats import holm
 
 MAX_LEVELS = 5  # numeric codes (scanner 1, 2, 3) are levels, not quantities
+WEAKEST = -1  # the cluster value of the weakest-cluster rows (each fold's own weakest)
 
 
 def is_categorical(values: pd.Series) -> bool:
@@ -204,3 +210,32 @@ def over_represented(profile: pd.DataFrame, n: int, cluster: int) -> pd.Series |
     if rows.empty:
         return None
     return rows.loc[rows["lift"].idxmax()]
+
+
+def weakest_profile(
+    clusters: pd.DataFrame, weakest: pd.DataFrame, columns: list[str]
+) -> pd.DataFrame:
+    """Every metadata column profiled in each fold's weakest cluster, against the rest.
+
+    Parameters
+    ----------
+    clusters : DataFrame
+        ``n, fold, cluster`` and the metadata ``columns`` of every held-out sample.
+    weakest : DataFrame
+        ``n, fold, cluster``: the weakest cluster of each fold
+        (:attr:`hetcv.heterogeneity.WeakestCluster.fold_cluster`).
+    columns : list of str
+        The source's ``metadata_columns``.
+
+    Returns
+    -------
+    DataFrame
+        :func:`metadata_profiles`' rows of the weakest clusters' samples (``cluster`` =
+        :data:`WEAKEST`), shares against all samples, tests of weakest against the rest.
+    """
+    marked = clusters.merge(
+        weakest.rename(columns={"cluster": "weak"}), on=["n", "fold"], how="left"
+    )
+    grouped = marked.assign(cluster=np.where(marked["cluster"] == marked["weak"], WEAKEST, 0))
+    profile = metadata_profiles(grouped.drop(columns="weak"), columns)
+    return profile[profile["cluster"] == WEAKEST].reset_index(drop=True)

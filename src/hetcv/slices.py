@@ -45,8 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
+from hetcv.calibration import confidence_design, fit_recalibration
 from hetcv.stats import SIGNIFICANCE
 
 METHODS = ("domino", "george", "error_predictor", "worst_cluster")
@@ -603,38 +604,31 @@ def combined_gap(gaps: np.ndarray, variances: np.ndarray, sizes: np.ndarray) -> 
 def expected_failure(data: SliceInputs, half: np.ndarray, task: str) -> np.ndarray:
     """Each sample's chance of being wrong by the model's own recalibrated confidence.
 
-    1 − the top class probability after temperature scaling (Guo et al. 2017), the
-    temperature fitted on the *other* half, so that no sample's outcome calibrates its own
-    expectation. Where the model is calibrated, a slice defined without the measuring half's
-    outcomes fails as often as expected, however hard its images: the *excess* gap
-    (observed − expected in the slice, minus the same in the rest) is then zero. A rare
-    subgroup that the model gets wrong with confidence shows up there; a region of merely hard
-    images does not. NaN for regression, which has no confidence.
-
-    Parameters
-    ----------
-    data : SliceInputs
-        The whole fold.
-    half : ndarray of shape (n_samples,)
-    task : {"classification", "regression"}
+    1 − P(correct) under the logistic recalibration of correctness on confidence and
+    predicted class (:func:`hetcv.calibration.fit_recalibration`), fitted on the *other*
+    half, so that no sample's outcome calibrates its own expectation. Where the model is
+    calibrated, a slice defined without the measuring half's outcomes fails as often as
+    expected, however hard its images: the *excess* gap (observed − expected in the slice,
+    minus the same in the rest) is then zero. A rare subgroup that the model gets wrong with
+    confidence shows up there; a region of merely hard images does not. NaN for regression,
+    which has no confidence.
 
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    from scipy import special
-
-    from hetcv.heterogeneity import fit_temperature
-
     expected = np.full(len(data), np.nan)
     if task != "classification":
         return expected
-    log_probabilities = np.log(np.clip(data.probabilities, 1e-12, None))
+    predicted = data.predicted
+    design = confidence_design(
+        data.probabilities[np.arange(len(data)), predicted], predicted, data.n_classes
+    )
+    correct = (predicted == data.classes).astype(np.float64)
     for measured in (0, 1):
         fit, rows = half != measured, half == measured
-        temperature = fit_temperature(log_probabilities[fit], data.classes[fit])
-        scaled = special.softmax(log_probabilities[rows] / temperature, axis=1)
-        expected[rows] = 1.0 - scaled.max(axis=1)
+        coefficients = fit_recalibration(correct[fit], design[fit])[0][0]
+        expected[rows] = 1.0 - special.expit(design[rows] @ coefficients)
     return expected
 
 

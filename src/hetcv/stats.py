@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 from scipy import stats as scipy_stats
+from statsmodels.stats.proportion import proportion_confint
 
 from hetcv.metrics import ClusterMetric
 
@@ -19,6 +20,7 @@ SIGNIFICANCE = 0.05
 SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
 PAPER_CV_GUIDELINE = 5.0  # the paper's "CV below 5 %", in %
 PERMUTATION_CHUNK = 50  # permutations whose temporaries are held at once
+TIE_TOLERANCE = 1e-9  # relative: null values this close to the observed one tie with it
 
 
 def cluster_metrics(
@@ -146,6 +148,10 @@ def permuted_values(
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
     """Return the one-sided Monte Carlo p-value ``(1 + #(null >= observed)) / (1 + P)``.
 
+    A null value equal to the observed one up to rounding (1e-9 relative) counts as reaching
+    it: discrete statistics (a permuted table with the observed counts) tie exactly in
+    arithmetic and differ only in the last bits of floating point.
+
     Parameters
     ----------
     observed : float
@@ -158,35 +164,44 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
     p_value : float
         In (0, 1]; never 0, since the observed value counts as one of the null draws.
     """
-    null = np.asarray(null)
-    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
+    null = np.asarray(null, dtype=np.float64)
+    reached = null >= observed - TIE_TOLERANCE * max(abs(observed), 1e-300)
+    return float((1 + np.sum(reached)) / (1 + len(null)))
 
 
 def wilson_interval(
-    successes: float, n: float, z: float = 1.959963984540054
-) -> tuple[float, float]:
-    """Return the Wilson score interval for a proportion (95 % by default).
+    successes: np.ndarray | float, n: np.ndarray | float, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the Wilson score interval of a proportion (statsmodels' ``proportion_confint``).
+
+    Counts may be fractional (e.g. pooled over folds and averaged over repeats). The
+    interval never has zero width and stays within [0, 1], which is what clusters of a few
+    dozen samples near accuracy 1 need (docs/methods.md).
 
     Parameters
     ----------
-    successes : float
+    successes : float or ndarray
         Number of successes (e.g. correct predictions).
-    n : float
-        Number of trials.
-    z : float, default=1.959963984540054
-        Standard normal quantile of the interval's level.
+    n : float or ndarray
+        Number of trials, the same shape.
+    level : float, default=0.95
+        Confidence level.
 
     Returns
     -------
-    low, high : float
-        Bounds of the interval; both NaN when ``n <= 0``.
+    low, high : float or ndarray
+        Bounds of the interval; NaN where ``n <= 0``.
     """
-    if n <= 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return (centre - half, centre + half)
+    successes, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    positive = n > 0
+    safe = np.where(positive, n, 1.0)
+    low, high = proportion_confint(
+        np.where(positive, successes, 0.0), safe, alpha=1 - level, method="wilson"
+    )
+    low, high = np.where(positive, low, np.nan), np.where(positive, high, np.nan)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -211,6 +226,41 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return (float(low), float(high))
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """Return the mean of the finite values; NaN if there are none."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def expectation_interval(
+    estimate: float, replicates: np.ndarray, reference: float, level: float = 0.95
+) -> tuple[float, float]:
+    """Return the basic bootstrap interval whose bootstrap-world parameter is ``reference``.
+
+    The distribution of θ̂ − θ is taken to be that of θ* − reference: with ``reference`` the
+    replicates' mean, an interval for the expectation of a biased estimate (the raw CV)
+    rather than for the parameter it is biased for.
+
+    Parameters
+    ----------
+    estimate : float
+        The observed θ̂.
+    replicates : ndarray of shape (n_boot,)
+        Bootstrap replicates θ*; non-finite ones are left out.
+    reference : float
+        The bootstrap world's value of the parameter.
+    level : float, default=0.95
+        Coverage of the interval.
+
+    Returns
+    -------
+    low, high : float
+    """
+    low, high = percentile_interval(replicates, level)
+    return float(estimate - (high - reference)), float(estimate + (reference - low))
 
 
 def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -369,3 +419,27 @@ def correlation(
             }
         )
     return result
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Return Holm's step-down adjusted p-values (family-wise error).
+
+    Parameters
+    ----------
+    p_values : ndarray of shape (n_tests,)
+        Unadjusted p-values; NaN entries pass through and are not counted as tests.
+
+    Returns
+    -------
+    adjusted : ndarray of shape (n_tests,)
+        Adjusted p-values, capped at 1, in the input order.
+    """
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full_like(p_values, np.nan)
+    tested = ~np.isnan(p_values)
+    values = p_values[tested]
+    order = np.argsort(values)
+    n = len(values)
+    stepped = np.minimum(1.0, np.maximum.accumulate((n - np.arange(n)) * values[order]))
+    adjusted[np.flatnonzero(tested)[order]] = stepped
+    return adjusted

@@ -1,17 +1,18 @@
 """The summarize rule: per dataset, aggregate every fold's clustering over folds and repeats.
 
 Averages follow the paper: a quantity is computed per (fold, repeat) and then averaged, with
-clusters matched by their canonical number (0 = best metric). The selected clustering's
+clusters matched by their canonical number (0 = largest). The selected clustering's
 statistics come from ``hetcv.heterogeneity`` (one place for each):
 
 - the raw CV with a fold-bootstrap CI, the debiased CV (sampling variance removed) with its
   CI, I² and Cochran's Q;
 - the permutation test of the averaged CV (within class when the clusters are built within
   class; none when they are built from the loss), Holm-adjusted across sample sizes;
-- for classification, the confidence-calibrated test: is correctness more uneven over the
-  clusters than the model's own recalibrated confidence predicts?
-- the cross-fitted weakest cluster and, per cluster, the band that the sorted cluster metrics
-  have under the permutation null (Figure 2).
+- for classification, the confidence-calibrated test (:mod:`hetcv.calibration`): is
+  correctness more uneven over the clusters than the model's own recalibrated confidence
+  predicts?
+- the cross-fitted weakest cluster with its error ratio to the rest, and, per cluster, the
+  band that its metric has under the permutation null (Figure 2).
 
 Every other (algorithm, k) is exploration: its CV and the permutation null computed by the
 cluster jobs are reported without a significance flag. Per-cluster accuracies of the
@@ -26,31 +27,21 @@ one class) is counted the same way, in ``undefined_runs``.
 
 from __future__ import annotations
 
-import logging
+import warnings
 
 import numpy as np
 import pandas as pd
 
+from hetcv.calibration import calibration_test
 from hetcv.columns import feature_columns
-from hetcv.heterogeneity import (
-    FoldPartitions,
-    SampleSize,
-    calibrated_p_correct,
-    calibration_test,
-    cross_fold_temperatures,
-    excess_cv,
-    heterogeneity,
-    holm,
-    permutation_null,
-    weakest_cluster,
-)
+from hetcv.heterogeneity import excess_cv, heterogeneity, permutation_null, weakest_cluster
 from hetcv.metrics import ClusterMetric, dataset_metric
+from hetcv.partitions import FoldPartitions, SampleSize
 from hetcv.seeding import derive_seed
-from hetcv.stats import SIGNIFICANCE, correlation, permutation_p_value, wilson_interval
+from hetcv.spread import debiased_spread
+from hetcv.stats import SIGNIFICANCE, correlation, holm, permutation_p_value, wilson_interval
 
 CLUSTERING = ["algorithm", "k", "n"]
-
-log = logging.getLogger(__name__)
 
 
 def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -225,11 +216,7 @@ def fold_cv(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fold_partitions(
-    assignments: pd.DataFrame,
-    features: pd.DataFrame,
-    metric: ClusterMetric,
-    within: str,
-    temperature: float | None,
+    assignments: pd.DataFrame, features: pd.DataFrame, metric: ClusterMetric, within: str
 ) -> FoldPartitions:
     """One fold's held-out samples and their cluster in every repeat.
 
@@ -241,14 +228,11 @@ def fold_partitions(
         That fold's ``features.parquet`` rows: ``sample_id, target``, the outcome column and,
         for classification, ``correct`` and the ``probability_*`` columns.
     metric : ClusterMetric
-        Picks the outcome; classification also gets the calibrated ``p_correct``.
+        Picks the outcome; classification also gets each prediction's confidence and class
+        for the calibrated test.
     within : {"all", "class"}
         With ``"class"``, ``target`` becomes the groups that permutations stay within; so it
         does for balanced accuracy and AUROC, whose classes stay with their samples.
-    temperature : float or None
-        The fold's temperature for the calibrated probability of being right
-        (classification; None for regression and for a single fold, which gets no
-        calibrated test).
 
     Returns
     -------
@@ -258,23 +242,27 @@ def fold_partitions(
     labels = assignments.pivot(index="repeat", columns="sample_id", values="cluster")
     labels = labels[features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
     classification = metric.name != "nrmse"
-    p_correct = None
-    if classification and temperature is not None:
-        p_correct = calibrated_p_correct(log_probabilities(features), temperature)
+    confidence = predicted = correct = None
+    if classification:
+        probabilities = class_probabilities(features)
+        predicted = probabilities.argmax(axis=1)
+        confidence = probabilities[np.arange(len(features)), predicted]
+        correct = features["correct"].to_numpy(dtype=np.float64)
     score, classes = metric.outcome(features)
     within_class = within == "class" or metric.uses_classes
     return FoldPartitions(
         score=score,
         labels=labels,
         groups=features["target"].to_numpy() if within_class else None,
-        p_correct=p_correct,
+        confidence=confidence,
         classes=classes,
-        correct=features["correct"].to_numpy(dtype=np.float64) if classification else None,
+        correct=correct,
+        predicted=predicted,
     )
 
 
-def log_probabilities(features: pd.DataFrame) -> np.ndarray:
-    """``(n_samples, n_classes)`` log of the ``probability_*`` columns (clipped at 1e-12).
+def class_probabilities(features: pd.DataFrame) -> np.ndarray:
+    """``(n_samples, n_classes)`` of the ``probability_*`` columns, in class-index order.
 
     Parameters
     ----------
@@ -284,35 +272,11 @@ def log_probabilities(features: pd.DataFrame) -> np.ndarray:
     Returns
     -------
     ndarray of shape (n_samples, n_classes)
-        Log probabilities, columns in class-index order (``probability_10`` after ``_9``).
+        Columns in class-index order (``probability_10`` after ``_9``).
     """
     columns = [c for c in features.columns if c.startswith("probability_")]
     columns.sort(key=lambda name: int(name.rsplit("_", 1)[1]))
-    return np.log(np.clip(features[columns].to_numpy(dtype=np.float64), 1e-12, None))
-
-
-def fold_temperatures(features: pd.DataFrame, classes: np.ndarray) -> dict[int, float]:
-    """Per fold of one sample size: the temperature fitted on the other folds' predictions.
-
-    Parameters
-    ----------
-    features : DataFrame
-        Every fold's held-out rows at one n: ``fold, target`` and ``probability_*``.
-    classes : ndarray of shape (n_classes,)
-        The dataset's sorted classes, in the order of the ``probability_*`` columns.
-
-    Returns
-    -------
-    dict of int to float
-        Fold → its temperature (:func:`hetcv.heterogeneity.cross_fold_temperatures`).
-    """
-    folds = sorted(features["fold"].unique())
-    pairs = []
-    for fold in folds:
-        rows = features[features["fold"] == fold]
-        true_class = np.searchsorted(classes, rows["target"].to_numpy())
-        pairs.append((log_probabilities(rows), true_class))
-    return dict(zip(folds, cross_fold_temperatures(pairs), strict=True))
+    return features[columns].to_numpy(dtype=np.float64)
 
 
 def selected_statistics(
@@ -344,8 +308,11 @@ def selected_statistics(
         null_band_low, null_band_high``.
     fold_debiased_cv : ndarray of shape (n_folds,)
         Each fold's debiased CV on its own, in the folds' order.
+    fold_weakest : ndarray of shape (n_folds,)
+        Each fold's weakest cluster (cluster numbers are per fold).
     """
     het = heterogeneity(sample, bootstrap, derive_seed(seed, "bootstrap"))
+    spread = debiased_spread(sample, bootstrap, derive_seed(seed, "debiased"))
     null = permutation_null(sample, permutations, derive_seed(seed, "permutation"))
     weakest = weakest_cluster(sample, bootstrap, derive_seed(seed, "weakest"))
     row = {
@@ -353,14 +320,21 @@ def selected_statistics(
         "cv": het.raw_cv,
         "cv_ci_low": het.raw_cv_ci[0],
         "cv_ci_high": het.raw_cv_ci[1],
-        "debiased_cv": het.debiased_cv,
-        "debiased_cv_ci_low": het.debiased_cv_ci[0],
-        "debiased_cv_ci_high": het.debiased_cv_ci[1],
-        "noise_cv": het.noise_cv,
+        "debiased_cv": spread.debiased_cv,
+        "debiased_cv_ci_low": spread.debiased_cv_ci[0],
+        "debiased_cv_ci_high": spread.debiased_cv_ci[1],
+        "debiased_cv_upper": spread.debiased_cv_upper,
+        "p_no_spread": spread.p_no_spread,
+        "error_cv": spread.error_cv,
+        "error_cv_ci_low": spread.error_cv_ci[0],
+        "error_cv_ci_high": spread.error_cv_ci[1],
+        "error_cv_upper": spread.error_cv_upper,
+        "debiased_method": spread.method,
+        "noise_cv": spread.noise_cv,
         "i_squared": het.i_squared,
         "q": het.q,
         "q_df": het.q_df,
-        "q_p_value": het.q_p_value,
+        "q_p_value": null.q_p_value,
         "bootstrap_nonfinite": het.n_nonfinite_cv,
         "null_cv": float(null.null_cv.mean()),
         "null_cv_q95": float(np.percentile(null.null_cv, 95)),
@@ -372,17 +346,18 @@ def selected_statistics(
         "weakest_metric": weakest.estimate,
         "weakest_ci_low": weakest.ci[0],
         "weakest_ci_high": weakest.ci[1],
+        "weakest_rest_metric": weakest.rest_metric,
+        "weakest_error_ratio": weakest.error_ratio,
+        "weakest_error_ratio_ci_low": weakest.error_ratio_ci[0],
+        "weakest_error_ratio_ci_high": weakest.error_ratio_ci[1],
     }
-    if sample.task == "classification" and len(sample.folds) > 1:
+    if sample.task == "classification":
         calibrated = calibration_test(sample, permutations, derive_seed(seed, "calibrated"))
         row["p_calibrated"] = calibrated.p_value
-    elif sample.task == "classification":
-        log.warning(
-            "one fold: no confidence-calibrated test (each fold's temperature is fitted on "
-            "the other folds); give the features table n and fold columns for it"
-        )
-    # Cluster 0 is the best: its null band is that of the highest sorted metric.
-    band = np.percentile(null.null_sorted_metric[:, ::-1], [2.5, 97.5], axis=0)
+    # Each cluster's own band: where its metric falls when no cluster differs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cluster with no metric: NaN
+        band = np.nanpercentile(null.null_cluster_metric, [2.5, 97.5], axis=0)
     clusters = pd.DataFrame(
         {
             "cluster": np.arange(sample.k),
@@ -392,7 +367,7 @@ def selected_statistics(
             "null_band_high": band[1],
         }
     )
-    return row, clusters, het.fold_debiased_cv
+    return row, clusters, spread.fold_debiased_cv, weakest.fold_cluster
 
 
 def add_multiplicity(cv: pd.DataFrame) -> pd.DataFrame:
@@ -541,22 +516,16 @@ def summarize_selected(
     cv, cluster_table : DataFrame
         Copies, with the selected rows' intervals, tests and Holm-adjusted p-values.
     fold_debiased : DataFrame
-        ``algorithm, k, n, fold, debiased_cv`` of the selected clustering.
+        ``algorithm, k, n, fold, debiased_cv, weakest`` of the selected clustering
+        (``weakest``: the fold's weakest cluster).
     """
     cv, cluster_table = cv.copy(), cluster_table.copy()
     fold_rows = []
     for n, at_n in chosen.groupby("n", sort=True):
         rows_n = features[features["n"] == n]
-        temperatures = {}
-        if metric.name != "nrmse" and rows_n["fold"].nunique() > 1:
-            temperatures = fold_temperatures(rows_n, np.asarray(metric.classes))
         folds = [
             fold_partitions(
-                at_n[at_n["fold"] == fold],
-                rows_n[rows_n["fold"] == fold],
-                metric,
-                within,
-                temperatures.get(fold),
+                at_n[at_n["fold"] == fold], rows_n[rows_n["fold"] == fold], metric, within
             )
             for fold in sorted(at_n["fold"].unique())
         ]
@@ -569,7 +538,7 @@ def summarize_selected(
             normaliser=metric.normaliser,
             metric=None if metric.name == "nrmse" else metric.name,
         )
-        row, per_cluster, fold_debiased = selected_statistics(
+        row, per_cluster, fold_debiased, fold_weakest = selected_statistics(
             sample,
             error_aware=error_aware,
             bootstrap=bootstrap,
@@ -580,9 +549,15 @@ def summarize_selected(
         merged = cluster_table.loc[at, ["cluster"]].merge(per_cluster, on="cluster", how="left")
         for column in ("ci_low", "ci_high", "null_band_low", "null_band_high"):
             cluster_table.loc[at, column] = merged[column].to_numpy()
-        cluster_table.loc[at, "ci_method"] = "fold bootstrap"
+        cluster_table.loc[at, "ci_method"] = (
+            "wilson" if metric.name == "accuracy" else "fold bootstrap"
+        )
         folds_n = sorted(at_n["fold"].unique())
-        fold_rows.append(pd.DataFrame({"n": n, "fold": folds_n, "debiased_cv": fold_debiased}))
+        fold_rows.append(
+            pd.DataFrame(
+                {"n": n, "fold": folds_n, "debiased_cv": fold_debiased, "weakest": fold_weakest}
+            )
+        )
     fold_debiased = pd.concat(fold_rows, ignore_index=True).assign(**selected)
     return add_multiplicity(cv), cluster_table, fold_debiased
 
@@ -635,11 +610,12 @@ def summarize(
     dict
         ``cv``, ``cluster_stats``, ``cluster_pairs``, ``validity``, ``fold_cv``,
         ``correlation``, ``subgroups`` (empty without known subgroups) and ``metadata``
-        (:func:`hetcv.profiles.metadata_profiles`, empty without metadata columns); schemas
-        in config/README.md.
+        (:func:`hetcv.profiles.metadata_profiles` per cluster number, and
+        :func:`hetcv.profiles.weakest_profile` for each fold's weakest cluster; empty without
+        metadata columns); schemas in config/README.md.
     """
     from hetcv.export import consensus_clusters
-    from hetcv.profiles import metadata_profiles
+    from hetcv.profiles import metadata_profiles, weakest_profile
     from hetcv.subgroups import recovery_by_size
 
     chosen = chosen[chosen["k"] == selected["k"]]
@@ -652,6 +628,10 @@ def summarize(
         selected=selected,
         **statistics,
     )
+    fold_debiased = fold_debiased.rename(columns={"weakest": "weakest_cluster"})
+    weakest = fold_debiased[["n", "fold", "weakest_cluster"]].rename(
+        columns={"weakest_cluster": "cluster"}
+    )
     folds = fold_cv(runs).merge(fold_debiased, on=[*CLUSTERING, "fold"], how="left")
     correlations = correlation_summary(
         cv[selected_rows(cv, selected)].sort_values("n"),
@@ -662,9 +642,14 @@ def summarize(
     if "subgroup" in manifest.columns:
         subgroup = manifest.set_index("sample_id")["subgroup"]
         recovered = recovery_by_size(chosen, runs[selected_rows(runs, selected)], subgroup)
-    described = consensus_clusters(chosen)[["sample_id", "n", "cluster"]].merge(
+    described = consensus_clusters(chosen)[["sample_id", "n", "fold", "cluster"]].merge(
         manifest[["sample_id", *metadata_columns]], on="sample_id", validate="many_to_one"
     )
+    profiles = metadata_profiles(described, metadata_columns)
+    if metadata_columns:
+        profiles = pd.concat(
+            [profiles, weakest_profile(described, weakest, metadata_columns)], ignore_index=True
+        )
     return {
         "cv": cv,
         "cluster_stats": cluster_table,
@@ -673,7 +658,7 @@ def summarize(
         "fold_cv": folds,
         "correlation": correlations,
         "subgroups": recovered,
-        "metadata": metadata_profiles(described, metadata_columns),
+        "metadata": profiles,
     }
 
 

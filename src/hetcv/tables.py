@@ -106,6 +106,13 @@ CV_COLUMNS = [
     "debiased_cv",
     "debiased_cv_ci_low",
     "debiased_cv_ci_high",
+    "debiased_cv_upper",
+    "error_cv",
+    "error_cv_ci_low",
+    "error_cv_ci_high",
+    "error_cv_upper",
+    "p_no_spread",
+    "debiased_method",
     "noise_cv",
     "i_squared",
     "q_p_value",
@@ -116,6 +123,9 @@ CV_COLUMNS = [
     "weakest_metric",
     "weakest_ci_low",
     "weakest_ci_high",
+    "weakest_error_ratio",
+    "weakest_error_ratio_ci_low",
+    "weakest_error_ratio_ci_high",
     "runs_with_empty_cluster",
     "runs_with_undefined_cluster",
     "bootstrap_nonfinite",
@@ -153,7 +163,8 @@ def heterogeneity_reading(row: pd.Series) -> str:
 def cv_table(cv: pd.DataFrame, selected: dict, metric: str) -> pd.DataFrame:
     """The CV table: one row per sample size of the selected clustering.
 
-    Columns: the test metric, the paper's raw CV and the debiased CV with their 95 % CIs, I²,
+    Columns: the test metric, the paper's raw CV (its 95 % CI is for the expected raw CV) and
+    the debiased CV with their 95 % CIs, the error-scale CV (accuracy), I²,
     the tests (raw and Holm-adjusted p-values), the cross-fitted weakest cluster and the
     counts of empty-cluster runs and non-finite bootstrap replicates; ``reading`` puts the
     tests into words. Column names are those of ``cv.parquet`` (config/README.md), with
@@ -213,6 +224,9 @@ PLANNING_COLUMNS = [
     "n_star_low",
     "n_star_high",
     "status",
+    "families",
+    "lack_of_fit_p",
+    "size_sd",
     "backtest_error",
     "observed",
     "largest_n",

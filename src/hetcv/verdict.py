@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from hetcv.metrics import LABEL
-from hetcv.profiles import over_represented
+from hetcv.profiles import WEAKEST, over_represented
 from hetcv.stats import PAPER_CV_GUIDELINE
 from hetcv.tables import heterogeneity_reading, select
 
@@ -22,13 +22,19 @@ SUMMARY_INTRODUCTION = (
     "CV = coefficient of variation of the per-cluster test metric (%). The raw CV (the "
     "paper's) mixes two things: real differences between the clusters and the sampling "
     "noise of small clusters (for accuracy a and m samples a cluster, about "
-    "√((1 − a)/(a·m)) on its own). The debiased CV removes the noise (method of moments, "
-    "as in meta-analysis); I² is the share of the spread that is real. p (Holm): "
-    "permutation test of the raw CV, adjusted over the sample sizes. p calibrated: "
-    "are the errors more uneven over the clusters than the model's own (temperature-"
-    "scaled) confidence predicts? A model's errors always gather on hard images, so the "
-    "first test is nearly always significant with enough data; the second asks whether "
-    "a cluster fails beyond what the model knows about it. Guide: CV < 10 % very good, "
+    "√((1 − a)/(a·m)) on its own); its interval is for its own expectation, not for the "
+    "clusters' true CV. The debiased CV removes the noise (method of moments, as in "
+    "meta-analysis); where the data cannot tell it from 0 it is shown as ≤ its one-sided "
+    "95 % upper bound. For accuracy the same spread is also given against the error rate "
+    "(error-scale CV): near accuracy 1 a CV of accuracy hides an eight-fold spread of "
+    "error rates. I² is the share of the spread that is real. p (Holm): permutation test "
+    "of the raw CV, adjusted over the sample sizes. p calibrated: are the errors more "
+    "uneven over the clusters than the model's own confidence predicts, once each fold's "
+    "confidence is recalibrated on that fold (a logistic model of correctness on its "
+    "confidence and predicted class)? A model's errors always gather on hard images, so "
+    "the first test is nearly always significant with enough data; the second asks "
+    "whether a cluster fails beyond what the model knows about it. Clusters are numbered "
+    "by size (0 = largest), never by their measured metric. Guide: CV < 10 % very good, "
     "10–20 good, 20–30 acceptable, > 30 not acceptable (clinical chemistry, quoted by "
     "the paper); the paper recommends CV < 5 %.\n"
 )
@@ -54,6 +60,33 @@ def interval(value: float, low: float, high: float, digits: int = 1) -> str:
     if not np.isfinite(value):
         return "–"
     return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def spread_text(value: float, low: float, high: float, upper: float) -> str:
+    """A debiased spread with its interval, or ``≤ upper`` where the interval reaches 0.
+
+    Parameters
+    ----------
+    value, low, high : float
+        The estimate and its 95 % interval.
+    upper : float
+        Its one-sided 95 % upper bound.
+
+    Returns
+    -------
+    text : str
+        ``"2.3 (1.1–4.0)"``, or ``"≤ 3.4 (0–4.6)"`` when the data cannot tell it from 0 (a
+        bare positive estimate would read as heterogeneity); ``"–"`` if not finite.
+    """
+    if not np.isfinite(value):
+        return "–"
+    if low > 0:
+        return interval(value, low, high)
+    return f"≤ {upper:.1f} (0–{high:.1f})"
+
+
+# From this test accuracy on, the verdict reads the spread of errors, not of accuracy.
+HIGH_ACCURACY = 0.95
 
 
 def p_text(value: float) -> str:
@@ -154,8 +187,10 @@ def dataset_verdict(
     section : str
         Markdown text, ending with a blank line.
     """
+    name = metric
     metric = LABEL[metric]
     rows = select(cv, selected).sort_values("n")
+    errors = name == "accuracy" and "error_cv" in rows
     lines = [
         f"## {dataset}",
         "",
@@ -163,26 +198,43 @@ def dataset_verdict(
         "The headline is the debiased CV: the spread of the clusters' true metrics, with the "
         "sampling noise of small clusters removed. The paper's raw CV includes that noise.",
         "",
-        "| n | test metric | debiased CV % (95 % CI) | I² | raw CV % (95 % CI) | p (Holm) "
-        "| p calibrated (Holm) | reading |",
-        "|---|---|---|---|---|---|---|---|",
+        "| n | test metric | debiased CV % (95 % CI) |"
+        + (" error-scale CV % (95 % CI) |" if errors else "")
+        + " I² | raw CV % (95 % CI of its expectation) | p (Holm) | p calibrated (Holm) "
+        "| reading |",
+        "|---|---|---|" + ("---|" if errors else "") + "---|---|---|---|---|",
     ]
     for _, row in rows.iterrows():
+        error_cell = f"{_spread_cell(row, 'error_cv')} | " if errors else ""
         lines.append(
-            f"| {row['n']} | {row['test_metric']:.3f} | "
-            f"{interval(row['debiased_cv'], row['debiased_cv_ci_low'], row['debiased_cv_ci_high'])}"
-            f" | {row['i_squared']:.2f} | "
+            f"| {row['n']} | {row['test_metric']:.3f} | {_spread_cell(row, 'debiased_cv')} | "
+            f"{error_cell}{row['i_squared']:.2f} | "
             f"{interval(row['cv'], row['cv_ci_low'], row['cv_ci_high'])} | "
             f"{p_text(row['p_holm'])} | {p_text(row['p_holm_calibrated'])} | "
             f"{heterogeneity_reading(row)} |"
         )
     lines.append("")
     largest = rows.iloc[-1]
-    for name, column in (("debiased", "debiased_cv"), ("raw", "cv")):
+    high_accuracy = errors and largest["test_metric"] > HIGH_ACCURACY
+    if high_accuracy:
+        lines.append(_error_scale_line(largest))
+    for label, column in (("debiased", "debiased_cv"), ("raw", "cv")):
         where = "below" if 0 <= largest[column] < PAPER_CV_GUIDELINE else "not below"
+        value = f"{largest[column]:.1f} %"
+        if column == "debiased_cv" and not largest["debiased_cv_ci_low"] > 0:
+            value = (
+                f"at most {largest['debiased_cv_upper']:.1f} % (one-sided 95 % bound; the "
+                "data cannot tell it from 0)"
+            )
+            where = "below" if largest["debiased_cv_upper"] < PAPER_CV_GUIDELINE else where
+        caveat = (
+            " (at this accuracy the guideline says little: read the error scale above)"
+            if high_accuracy
+            else ""
+        )
         lines.append(
-            f"- At n = {largest['n']} the {name} CV is {largest[column]:.1f} %: {where} the "
-            f"paper's {PAPER_CV_GUIDELINE:.0f} % guideline."
+            f"- At n = {largest['n']} the {label} CV is {value}: {where} the "
+            f"paper's {PAPER_CV_GUIDELINE:.0f} % guideline{caveat}."
         )
     lines += [correlation_line(row, metric) for _, row in correlation.iterrows()]
     for row in select(clusters, selected).query("empty_runs > 0").itertuples():
@@ -206,12 +258,18 @@ def dataset_verdict(
     weakest = interval(
         largest["weakest_metric"], largest["weakest_ci_low"], largest["weakest_ci_high"], 3
     )
+    ratio = ""
+    if np.isfinite(largest.get("weakest_error_ratio", np.nan)):
+        ratio = (
+            f"; it makes {largest['weakest_error_ratio']:.1f}× the errors of the other "
+            f"clusters (95 % CI {largest['weakest_error_ratio_ci_low']:.1f}–"
+            f"{largest['weakest_error_ratio_ci_high']:.1f})"
+        )
     lines.append(
         f"- Weakest cluster at n = {largest['n']} (cross-fitted: ranked on one half of each "
-        f"fold's held-out samples, measured on the other): cluster "
-        f"{largest['weakest_cluster']:.0f}, {metric} {weakest} against "
-        f"{largest['test_metric']:.3f} overall"
-        f"{_over_represented(metadata, largest['n'], largest['weakest_cluster'])}."
+        f"fold's held-out samples, measured on the other; cluster numbers are per fold): "
+        f"{metric} {weakest} against {largest['test_metric']:.3f} overall{ratio}"
+        f"{_over_represented(metadata, largest['n'])}."
     )
     if len(subgroups):
         top = subgroups[subgroups["n"] == largest["n"]].sort_values("lift", ascending=False).head(3)
@@ -308,14 +366,16 @@ def planning_line(row: pd.Series, metric: str) -> str:
     ----------
     row : pandas.Series
         A row of the planning table: ``quantity, target, n_star, n_star_low, n_star_high,
-        status, backtest_error``.
+        status, lack_of_fit_p, backtest_error``.
     metric : str
         The metric's label, for the test metric's target.
 
     Returns
     -------
     line : str
-        E.g. "about 1,240 samples for raw CV < 5 % (95 %: 900–1,900; predicted …)".
+        E.g. "about 1,240 samples for raw CV < 5 % (95 %: 900–1,900; predicted; lack of fit
+        p = 0.41) …"; where the curve does not fit, no n*, only the range of the curves the
+        data allow.
     """
     quantity = row["quantity"]
     goal = (
@@ -323,36 +383,65 @@ def planning_line(row: pd.Series, metric: str) -> str:
         if quantity == "test_metric"
         else f"{PLANNED[quantity]} < {row['target']:g} %"
     )
+    if row["status"].startswith("not planned"):
+        return f"- Planning {goal}: {row['status']}."
     high = "∞" if not np.isfinite(row["n_star_high"]) else f"{row['n_star_high']:,.0f}"
+    smallest = row["grid"][0]  # the smallest observed n
+    low = f"{row['n_star_low']:,.0f}" if row["n_star_low"] >= smallest else f"< {smallest:,.0f}"
+    fit = (
+        f"lack of fit p = {p_text(row['lack_of_fit_p'])}"
+        if np.isfinite(row.get("lack_of_fit_p", np.nan))
+        else "fit not checked"
+    )
     backtest = (
         f"; fitted without n = {row['largest_n']:,.0f}, the curve missed it by "
         f"{row['backtest_error']:+.2f}"
         if np.isfinite(row["backtest_error"])
         else ""
     )
-    if row["status"].startswith("not planned"):
-        return f"- Planning {goal}: {row['status']}."
+    if "no n*" in row["status"]:
+        return (
+            f"- Planning {goal}: {row['status']} ({fit}); the curves the data allow put it "
+            f"between {low} and {high}{backtest}."
+        )
     if row["status"] == "not reachable":
-        return f"- Planning: {goal} is not reachable: the curve levels off above it{backtest}."
+        return (
+            f"- Planning: {goal} is not reachable: the curve levels off above it ({fit}){backtest}."
+        )
     if not np.isfinite(row["n_star"]):
         return (
             f"- Planning: {goal} is not in sight: the fitted curve levels off at "
-            f"{row['asymptote']:.3g}; if at all, beyond n ≈ {row['n_star_low']:,.0f} (95 %)"
-            f"{backtest}."
+            f"{row['asymptote']:.3g}; if at all, beyond n ≈ {row['n_star_low']:,.0f} (95 %; "
+            f"{fit}){backtest}."
         )
-    smallest = row["grid"][0]  # the smallest observed n
-    low = f"{row['n_star_low']:,.0f}" if row["n_star_low"] >= smallest else f"< {smallest:,.0f}"
     return (
         f"- Planning: about {row['n_star']:,.0f} samples for {goal} (95 %: "
-        f"{low}–{high}; {row['status']}){backtest}."
+        f"{low}–{high}; {row['status']}; {fit}){backtest}."
     )
 
 
-def _over_represented(metadata: pd.DataFrame, n: int, cluster: float) -> str:
-    """``; it holds 62 % site B against 30 % overall (…)``, or nothing."""
-    if not np.isfinite(cluster):
-        return ""
-    row = over_represented(metadata, n, int(cluster))
+def _spread_cell(row: pd.Series, column: str) -> str:
+    """:func:`spread_text` of a spread column (``debiased_cv``, ``error_cv``) of a CV row."""
+    return spread_text(
+        row[column], row[f"{column}_ci_low"], row[f"{column}_ci_high"], row[f"{column}_upper"]
+    )
+
+
+def _error_scale_line(row: pd.Series) -> str:
+    """The high-accuracy reading: the spread of the clusters' error rates."""
+    cv = _spread_cell(row, "error_cv")
+    return (
+        f"- The model is right {100 * row['test_metric']:.1f} % of the time at n = {row['n']}: "
+        "there a CV of accuracy cannot show how unevenly it errs (error rates of 0.5 %, 1 %, 2 "
+        "% and 4 % are a CV of accuracy of 1.5 %), so this verdict reads the error scale. The "
+        f"clusters' true error rates vary with a CV of {cv} % (about "
+        f"{100 * (1 - row['test_metric']):.1f} % errors on average)."
+    )
+
+
+def _over_represented(metadata: pd.DataFrame, n: int) -> str:
+    """``; it holds 62 % site B against 30 % overall (…)`` of each fold's weakest, or nothing."""
+    row = over_represented(metadata, n, WEAKEST)
     if row is None:
         return ""
     return (

@@ -34,7 +34,10 @@ chown munge:munge /etc/munge/munge.key
 chmod 400 /etc/munge/munge.key
 mkdir -p /run/munge /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
-if ! pgrep -x munged > /dev/null; then
+# A munged left by an earlier run may have lost its socket: restart it unless it answers.
+if ! munge -n > /dev/null 2>&1; then
+    pkill -x munged || true
+    sleep 1
     su -s /bin/sh munge -c /usr/sbin/munged
 fi
 echo "munged $(pgrep -x munged | head -n 1)" >> "$state/pids"

@@ -141,24 +141,20 @@ def test_matching_handles_a_cluster_missing_from_the_run():
     assert new_label_of[2] == 0
 
 
-def test_canonical_labels_put_the_best_cluster_first_and_break_ties_by_size():
-    metric = np.array([0.7, 0.9, np.nan, 0.9])
-    size = np.array([10, 5, 0, 8])
-    new = canonical_labels(metric, size)
-    assert list(new) == [2, 1, 3, 0]
+def test_canonical_labels_number_clusters_by_size_and_never_by_their_metric():
+    size = np.array([10, 5, 0, 8, 5])
+    new = canonical_labels(size)
+    assert list(new) == [0, 2, 4, 1, 3]  # largest first; ties by label; the empty one last
 
 
 def test_aligned_runs_do_not_depend_on_label_permutation():
     points, _ = make_blobs(n_samples=120, centers=3, n_features=4, random_state=1)
-    score = (points[:, 0] > 0).astype(float)
-    runs = aligned_runs(
-        points, None, (score, None), "kmeans", 3, 4, FCM, 7, ClusterMetric("accuracy")
-    )
+    runs = aligned_runs(points, None, "kmeans", 3, 4, FCM, 7)
     for run in runs[1:]:
         assert adjusted_rand_score(runs[0].labels, run.labels) > 0.99
         assert np.array_equal(runs[0].labels, run.labels)
-    metrics = [score[runs[0].labels == c].mean() for c in range(3)]
-    assert metrics == sorted(metrics, reverse=True)
+    sizes = np.bincount(runs[0].labels, minlength=3)
+    assert list(sizes) == sorted(sizes, reverse=True)
 
 
 def test_relabel_moves_memberships_and_centres_together():

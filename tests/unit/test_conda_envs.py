@@ -27,6 +27,7 @@ PACKAGE_OF = {
     "tabulate": "tabulate",
     "jinja2": "jinja2",
     "threadpoolctl": "threadpoolctl",
+    "statsmodels": "statsmodels",
 }
 # Optional backends that pandas loads by name: Parquet I/O, to_markdown, to_latex.
 IMPLICIT = {

@@ -132,6 +132,18 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     ).all()
     assert (chosen["debiased_cv_ci_low"] <= chosen["debiased_cv"]).all()
     assert (chosen["debiased_cv"] <= chosen["debiased_cv_ci_high"]).all()
+    assert (chosen["debiased_cv"] <= chosen["debiased_cv_upper"]).all()
+    assert (chosen["debiased_cv_upper"] <= chosen["debiased_cv_ci_high"]).all()
+    # The parametric bootstrap from mean accuracy 0.95, with its test of "no spread".
+    parametric = chosen["debiased_method"] == "parametric bootstrap"
+    assert chosen["debiased_method"].isin(["parametric bootstrap", "normal model"]).all()
+    assert chosen.loc[parametric, "p_no_spread"].between(0, 1).all()
+    assert chosen.loc[~parametric, "p_no_spread"].isna().all()
+    # The same τ on the error scale: τ/mean error ≥ τ/mean accuracy when accuracy > ½.
+    assert (chosen["error_cv"] >= chosen["debiased_cv"]).all()
+    assert (chosen["error_cv_ci_low"] <= chosen["error_cv"]).all()
+    assert (chosen["error_cv"] <= chosen["error_cv_ci_high"]).all()
+    assert (chosen["weakest_error_ratio"] >= 0).all()
     assert chosen["i_squared"].between(0, 1).all() and chosen["q_p_value"].between(0, 1).all()
     smaller, larger = sorted(chosen["p_value"])
     assert sorted(chosen["p_holm"]) == pytest.approx(
@@ -148,9 +160,9 @@ def test_summaries_aggregate_the_fold_tables(tiny_study):
     clusters = pd.read_parquet(summary / "cluster_stats.parquet")
     selected = clusters[(clusters["algorithm"] == "fcm") & (clusters["k"] == 3)]
     assert selected.groupby("n")["size_pct"].sum().round(6).eq(100).all()
-    assert (selected["ci_method"] == "fold bootstrap").all()
+    assert (selected["ci_method"] == "wilson").all()
     assert (selected["null_band_low"] <= selected["null_band_high"]).all()
-    # Exploration keeps Wilson intervals on the counts pooled over folds.
+    # Wilson intervals on the counts pooled over folds, exploration and selection alike.
     stats = pd.read_parquet(tiny_study / "results/udigits/n400/cluster_stats_fcm.parquet")
     pooled = (
         stats[stats["k"] == 2]

@@ -5,6 +5,7 @@ from conftest import TINY_STUDY, snakemake
 from PIL import Image
 
 from hetcv.export import consensus_clusters
+from hetcv.verdict import spread_text
 
 DATASETS = sorted(TINY_STUDY["datasets"])
 SELECTED = TINY_STUDY["clustering"]["selected"]
@@ -119,14 +120,21 @@ def test_summary_md_gives_a_verdict_per_dataset(tiny_study):
     text = (tiny_study / "results/summary.md").read_text()
     for dataset in DATASETS:
         assert f"## {dataset}" in text
-    cv = summary(tiny_study, "udigits", "cv").sort_values("n")
-    last = cv.iloc[-1]
+    last = summary(tiny_study, "udigits", "cv").sort_values("n").iloc[-1]
+    cells = [
+        spread_text(
+            *(last[f"{column}{suffix}"] for suffix in ("", "_ci_low", "_ci_high", "_upper"))
+        )
+        for column in ("debiased_cv", "error_cv")
+    ]
     assert (
-        f"| {last['n']} | {last['test_metric']:.3f} | {last['debiased_cv']:.1f} "
-        f"({last['debiased_cv_ci_low']:.1f}–{last['debiased_cv_ci_high']:.1f}) | "
+        f"| {last['n']} | {last['test_metric']:.3f} | {cells[0]} | {cells[1]} | "
         f"{last['i_squared']:.2f} | {last['cv']:.1f} ({last['cv_ci_low']:.1f}–" in text
     )
-    assert f"cluster {last['weakest_cluster']:.0f}, accuracy {last['weakest_metric']:.3f}" in text
+    # Where the data cannot tell the debiased CV from 0, the cell is its upper bound.
+    assert cells[0].startswith("≤") == (not last["debiased_cv_ci_low"] > 0)
+    assert f"accuracy {last['weakest_metric']:.3f}" in text
+    assert f"{last['weakest_error_ratio']:.1f}× the errors of the other clusters" in text
     assert "What the worst cluster holds" in text
 
 
