@@ -247,7 +247,9 @@ def heterogeneity(sample: SampleSize, n_boot: int, seed: int) -> Heterogeneity:
     q_total, df_total = q.mean(axis=1).sum(), df.mean(axis=1).sum()
     return Heterogeneity(
         raw_cv=float(raw_cv),
-        raw_cv_ci=expectation_interval(raw_cv, cv_replicates, finite_mean(cv_replicates)),
+        raw_cv_ci=_at_least_zero(
+            expectation_interval(raw_cv, cv_replicates, finite_mean(cv_replicates))
+        ),
         cluster_metric=cluster_average(metric),
         cluster_metric_ci=(
             np.column_stack(wilson_interval(pooled_counts[1], pooled_counts[0]))
@@ -385,6 +387,11 @@ def _cv_and_metric(
     metric, _ = sample.cluster_metric.value_and_variance(sums)
     q, _ = _cochran_q(metric, sample.cluster_metric.weighting_variance(sums))
     return coefficient_of_variation(metric), metric, q
+
+
+def _at_least_zero(interval: tuple[float, float]) -> tuple[float, float]:
+    """An interval of a CV (≥ 0 by definition) with its bounds clipped at 0."""
+    return float(max(interval[0], 0.0)), float(max(interval[1], 0.0))
 
 
 def excess_cv(raw_cv: float, null_cv: np.ndarray) -> float:
