@@ -336,7 +336,7 @@ def clusterings_by_k(
     """
     score, classes = space.outcome
     fold_metric = metric.of_samples(score, classes)
-    targets = None if metric.name == "nrmse" else features["target"].to_numpy()
+    targets = None if metric.name in ("nrmse", "mean_score") else features["target"].to_numpy()
     for n_clusters in k:
         tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
         partitions = aligned_runs(

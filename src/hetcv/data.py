@@ -40,6 +40,7 @@ import pandas as pd
 from PIL import Image
 
 from hetcv.errors import HetcvError
+from hetcv.labels import validate_labels
 from hetcv.seeding import derive_seed
 
 DIGITS_VARIANTS = ("udigits", "digitvalue", "rare", "noisy", "balanced")
@@ -243,7 +244,8 @@ def csv_source(options: dict) -> SourceData:
     id_column = options.get("id_column")
     path_column = options.get("path_column")
     group_column = options.get("group_column")
-    wanted = [c for c in (id_column, path_column, options["target_column"], group_column) if c]
+    targets = options.get("target_columns") or [options["target_column"]]
+    wanted = [c for c in (id_column, path_column, group_column) if c] + targets
     wanted += options.get("metadata_columns", [])
     for column in wanted:
         if column not in table.columns:
@@ -262,10 +264,14 @@ def csv_source(options: dict) -> SourceData:
         names = table[path_column].astype(str)
     else:
         names = table[id_column].astype(str) + options.get("extension", "")
+    if "target_column" in options:
+        label_columns = {"target": table[targets[0]]}
+    else:  # multilabel: the label columns as they are, checked by the prepare job
+        label_columns = {column: table[column] for column in targets}
     manifest = pd.DataFrame(
         {
             "sample_id": table[id_column or path_column].astype(str),
-            "target": table[options["target_column"]],
+            **label_columns,
             **{column: table[column] for column in options.get("metadata_columns", [])},
         }
     )
@@ -443,8 +449,8 @@ def load_source(source: dict, seed: int) -> SourceData:
     raise HetcvError(f"source.kind: {kind!r} is not supported (digits, csv, folder, npz)")
 
 
-def source_file(source: dict) -> str | None:
-    """The one file a source reads its samples from: its table or archive.
+def source_files(source: dict) -> dict[str, str]:
+    """The files a source reads its samples from, so that editing one re-runs its first rule.
 
     Parameters
     ----------
@@ -453,12 +459,13 @@ def source_file(source: dict) -> str | None:
 
     Returns
     -------
-    str or None
-        ``csv`` (csv), ``path`` (npz) or ``table`` (features); None for ``digits`` and
-        ``folder`` sources.
+    dict of str to str
+        ``source``: the table (csv, features) or archive (npz), none for ``digits`` and
+        ``folder`` sources; ``nnunet``: a features source's nnU-Net summary, when it names one.
     """
     key = {"csv": "csv", "npz": "path", "features": "table"}.get(source["kind"])
-    return source[key] if key else None
+    files = {"source": source[key]} if key else {}
+    return files | ({"nnunet": source["nnunet_summary"]} if "nnunet_summary" in source else {})
 
 
 def source_has_subgroups(source: dict) -> bool:
@@ -903,7 +910,12 @@ def run_prepare_job(inputs: dict, outputs: dict, params: dict) -> None:
 
     source, task, image_size = params["source"], params["task"], params["image_size"]
     data = load_source(source, params["seed"])
-    manifest = validate_manifest(data.manifest, task, where=source_name(source))
+    manifest = data.manifest
+    if task == "multilabel":  # each label 0/1; target: the samples' label set, as a class
+        manifest = validate_labels(manifest, source["target_columns"], source_name(source))
+    manifest = validate_manifest(
+        manifest, "classification" if task == "multilabel" else task, where=source_name(source)
+    )
     check_files(data)
     intensity = params["intensity"]
     window = None

@@ -7,6 +7,10 @@ Parquet or CSV table with one row per held-out prediction:
 - the prediction: ``prediction`` (the positive class's probability for a binary task, the
   predicted value for regression) or, for any classification, ``probability_0`` …
   ``probability_{C-1}`` (one per class, in sorted class order, summing to 1);
+- for ``task: score`` (segmentation Dice, IoU …): the per-sample ``score`` column (named by
+  ``source.score_column``) within ``source.score_range``, no target or prediction needed,
+  or the per-case metric of an nnU-Net ``summary.json`` (``source.nnunet_summary``:
+  :func:`nnunet_case_scores`), joined to the table by ``sample_id``;
 - optional ``loss`` (else cross-entropy of the true class, or the squared error);
 - optional ``n`` and ``fold``: which model produced the row (trained on the size-``n`` sample
   without that fold). Without them the study has one size (the table's rows) and one fold;
@@ -29,6 +33,7 @@ import pandas as pd
 from hetcv.columns import feature_names
 from hetcv.data import validate_manifest
 from hetcv.errors import HetcvError
+from hetcv.labels import label_keys, validate_labels
 
 PROBABILITY_TOLERANCE = 1e-3
 
@@ -227,6 +232,8 @@ def held_out_features(
     metadata_columns: list[str],
     pca_components: int,
     where: str,
+    score: dict | None = None,
+    labels: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The manifest and the held-out rows (as ``features.parquet`` holds them) of a table.
 
@@ -234,7 +241,7 @@ def held_out_features(
     ----------
     table : DataFrame
         The features table (see the module doc).
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "score"}
     embedding : str
         ``source.embedding``: column prefix or list column.
     metadata_columns : list of str
@@ -243,6 +250,11 @@ def held_out_features(
         ``clustering.pca_components``: the embedding must be at least this wide.
     where : str
         The table's path, for errors.
+    score : dict or None, default=None
+        ``task: score`` only: ``column``, ``range`` ([low, high]) and ``higher_is_better``.
+    labels : list of str or None, default=None
+        ``task: multilabel`` only: the 0/1 label columns, each with a ``probability_<label>``
+        column of the model's probability.
 
     Returns
     -------
@@ -251,8 +263,10 @@ def held_out_features(
         metadata columns.
     held_out : DataFrame
         One row per table row: ``sample_id, n, fold, target, prediction``, then
-        ``predicted_label, correct`` and ``probability_*`` (classification) or ``sq_error``
-        (regression), ``loss``, and the embedding as ``f000`` ….
+        ``predicted_label, correct`` and ``probability_*`` (classification), ``sq_error``
+        (regression) or ``score`` (score: the table's score, mirrored within its range when
+        lower is better, so that higher is always better; ``target`` keeps the table's),
+        ``loss``, and the embedding as ``f000`` ….
 
     Raises
     ------
@@ -261,7 +275,10 @@ def held_out_features(
         n, a bad target, prediction or embedding, or an embedding narrower than
         ``pca_components``.
     """
-    for column in ("sample_id", "target", *metadata_columns):
+    if task == "score":
+        table = _with_score_target(table, score, where)
+    targets = list(labels) if task == "multilabel" else ["target"]
+    for column in ("sample_id", *targets, *metadata_columns):
         if column not in table:
             raise HetcvError(
                 f"{where}: column {column!r} not found (columns: "
@@ -284,8 +301,12 @@ def held_out_features(
             f"{where}: the embedding has {vectors.shape[1]} dimensions, fewer than "
             f"clustering.pca_components = {pca_components}"
         )
-    samples = table.drop_duplicates("sample_id")[["sample_id", "target", *metadata_columns]]
-    manifest = validate_manifest(samples.astype({"sample_id": str}), task, where)
+    samples = table.drop_duplicates("sample_id")[["sample_id", *targets, *metadata_columns]]
+    samples = samples.astype({"sample_id": str})
+    if task == "multilabel":
+        samples = validate_labels(samples, targets, where)
+    checked_as = {"score": "regression", "multilabel": "classification"}.get(task, task)
+    manifest = validate_manifest(samples, checked_as, where)
     coded = manifest.set_index("sample_id")["target"]
     rows = pd.DataFrame(
         {
@@ -297,6 +318,10 @@ def held_out_features(
     )
     if task == "classification":
         rows = _classified(rows, table, np.unique(manifest["target"]), where)
+    elif task == "multilabel":
+        rows = _multilabelled(rows, table, manifest, targets, where)
+    elif task == "score":
+        rows = _scored(rows, score)
     else:
         rows = _regressed(rows, table, where)
     if "loss" in table:
@@ -324,6 +349,164 @@ def _classified(
     return rows.assign(**columns)
 
 
+def _multilabelled(
+    rows: pd.DataFrame, table: pd.DataFrame, manifest: pd.DataFrame, labels: list, where: str
+) -> pd.DataFrame:
+    """Multi-label rows as training writes them: per label its target, probability, correct."""
+    keys = label_keys(labels, "source.target_columns")
+    known = manifest.set_index("sample_id")
+    ids = rows["sample_id"].to_numpy()
+    columns, probabilities, truths = {}, [], []
+    for label, key in zip(labels, keys, strict=True):
+        name = f"probability_{label}"
+        if name not in table:
+            raise HetcvError(f"{where}: column {name!r} (the model's probability) not found")
+        probability = pd.to_numeric(table[name], errors="coerce").to_numpy(np.float64)
+        bad = ~((probability >= 0) & (probability <= 1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise HetcvError(f"{where}: row {row}: {name} is not a probability in [0, 1]")
+        truth = known.loc[ids, f"target_{key}"].to_numpy(np.int64)
+        columns |= {
+            f"target_{key}": truth,
+            f"probability_{key}": probability,
+            f"correct_{key}": (probability >= 0.5) == (truth == 1),
+        }
+        probabilities.append(probability), truths.append(truth)
+    probability, truth = np.column_stack(probabilities), np.column_stack(truths)
+    picked = np.where(truth == 1, probability, 1 - probability)
+    loss = -np.log(np.clip(picked, 1e-12, None)).mean(axis=1)
+    return rows.assign(prediction=probability.mean(axis=1), loss=loss, **columns)
+
+
+def _with_score_target(table: pd.DataFrame, score: dict, where: str) -> pd.DataFrame:
+    """The table with its score checked (numeric, within the range) and copied to ``target``."""
+    column = score["column"]
+    if column not in table:
+        raise HetcvError(f"{where}: score column {column!r} not found (source.score_column)")
+    if "target" in table and column != "target":
+        raise HetcvError(
+            f"{where}: a score task takes its outcome from {column!r}; remove the 'target' column"
+        )
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+    low, high = score["range"]
+    bad = ~np.isfinite(values) | (values < low) | (values > high)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise HetcvError(
+            f"{where}: row {row}: score {table[column].tolist()[row]!r} is not a number within "
+            f"source.score_range [{low:g}, {high:g}]"
+        )
+    return table.assign(target=values)
+
+
+def _scored(rows: pd.DataFrame, score: dict) -> pd.DataFrame:
+    """Score rows: the analysed score (higher is better) and its loss, 0 (best) to 1 (worst)."""
+    low, high = score["range"]
+    raw = rows["target"].to_numpy(np.float64)
+    analysed = raw if score["higher_is_better"] else low + high - raw
+    return rows.assign(prediction=np.nan, score=analysed, loss=(high - analysed) / (high - low))
+
+
+def nnunet_case_scores(path: str | Path, label: str, metric: str) -> pd.DataFrame:
+    """One label's per-case metric from an nnU-Net ``summary.json`` (``metric_per_case``).
+
+    nnU-Net v2's evaluation writes, per case, its ``reference_file`` and ``prediction_file``
+    and ``metrics`` per label (``{"1": {"Dice": …, "IoU": …}, …}``). A case's id is its
+    reference file's name without the image extension (``.nii.gz``, ``.nii``, ``.png``,
+    ``.tif``, ``.mha``, ``.nrrd``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``summary.json``.
+    label : str
+        The label (region) whose metric is read, e.g. ``"1"``.
+    metric : str
+        The metric's key, e.g. ``"Dice"``.
+
+    Returns
+    -------
+    DataFrame
+        ``sample_id`` (the case id) and ``score``, one row per case.
+
+    Raises
+    ------
+    HetcvError
+        Naming the file and the case, for a file that is not such a summary, a label or
+        metric a case lacks, or a case id that appears twice.
+    """
+    import json
+
+    try:
+        cases = json.loads(Path(path).read_text())["metric_per_case"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise HetcvError(
+            f"{path}: not an nnU-Net summary.json with metric_per_case ({error})"
+        ) from None
+    rows = []
+    for index, case in enumerate(cases):
+        reference = str(case.get("reference_file", case.get("prediction_file", "")))
+        name = Path(reference).name
+        for extension in (".nii.gz", ".nii", ".png", ".tif", ".tiff", ".mha", ".nrrd"):
+            if name.endswith(extension):
+                name = name[: -len(extension)]
+                break
+        try:
+            value = case["metrics"][label][metric]
+        except (KeyError, TypeError):
+            raise HetcvError(
+                f"{path}: case {index} ({name or '?'}) has no metrics[{label!r}][{metric!r}] "
+                "(source.nnunet_label, source.nnunet_metric)"
+            ) from None
+        rows.append({"sample_id": name, "score": value})
+    table = pd.DataFrame(rows, columns=["sample_id", "score"])
+    repeated = table["sample_id"].duplicated()
+    if repeated.any():
+        raise HetcvError(f"{path}: case id {table['sample_id'][repeated].iloc[0]!r} appears twice")
+    return table
+
+
+def with_nnunet_scores(
+    table: pd.DataFrame, summary: str | Path, source: dict, where: str
+) -> pd.DataFrame:
+    """A features table with each case's score from an nnU-Net ``summary.json``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The embedding table: ``sample_id`` (the case id), the embedding, metadata.
+    summary : str or Path
+        The ``summary.json``.
+    source : dict
+        ``nnunet_label``, ``nnunet_metric`` and ``score_column``.
+    where : str
+        The table's path, for errors.
+
+    Returns
+    -------
+    DataFrame
+        ``table`` with the ``score_column`` added.
+
+    Raises
+    ------
+    HetcvError
+        When a case of the table has no score in the summary.
+    """
+    scores = nnunet_case_scores(
+        summary, str(source["nnunet_label"]), source["nnunet_metric"]
+    ).rename(columns={"score": source["score_column"]})
+    if "sample_id" not in table:
+        raise HetcvError(f"{where}: column 'sample_id' (the case id) not found")
+    merged = table.astype({"sample_id": str}).merge(scores, on="sample_id", how="left")
+    missing = merged[source["score_column"]].isna()
+    if missing.any():
+        raise HetcvError(
+            f"{where}: case {merged['sample_id'][missing].iloc[0]!r} has no score in {summary}"
+        )
+    return merged
+
+
 def _regressed(rows: pd.DataFrame, table: pd.DataFrame, where: str) -> pd.DataFrame:
     if "prediction" not in table:
         raise HetcvError(f"{where}: column 'prediction' not found")
@@ -341,17 +524,24 @@ def run_import_features_job(inputs: dict, outputs: dict, params: dict) -> None:
     Parameters
     ----------
     inputs : dict
-        ``source`` (``source.table``).
+        ``source`` (``source.table``) and, with ``source.nnunet_summary``, ``nnunet``.
     outputs : dict
         ``manifest`` and ``held_out`` (Parquet).
     params : dict
-        ``task``, ``embedding``, ``metadata_columns`` and ``pca_components``.
+        ``task``, ``embedding``, ``metadata_columns``, ``pca_components`` and, for a score
+        task, ``score`` (``column``, ``range``, ``higher_is_better``) and ``nnunet``
+        (``nnunet_label``, ``nnunet_metric``, ``score_column``; None without a summary).
     """
     from hetcv.io import write_parquet
 
+    table = read_features_table(inputs["source"])
+    if "nnunet" in inputs:
+        table = with_nnunet_scores(table, inputs["nnunet"], params["nnunet"], inputs["source"])
     manifest, held_out = held_out_features(
-        read_features_table(inputs["source"]),
+        table,
         where=inputs["source"],
+        score=params.get("score"),
+        labels=params.get("labels"),
         **{key: params[key] for key in ("task", "embedding", "metadata_columns", "pca_components")},
     )
     write_parquet(held_out, outputs["held_out"])

@@ -15,6 +15,7 @@ metric                 per-sample outcome        per-cluster value
 ``auroc``              positive-class            P(a positive scores above a negative), ties
                        probability               counted ½ (Mann–Whitney); binary tasks only
 ``nrmse``              ``sq_error``              1 − sqrt(mean(sq_error)) / normaliser
+``mean_score``         ``score`` (e.g. Dice)     mean(score): the ``score`` task's
 =====================  ========================  ==============================================
 
 A cluster's metric is NaN where it is undefined: empty, or, for AUROC, holding one class only
@@ -32,12 +33,13 @@ import pandas as pd
 from hetcv.errors import HetcvError
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "auroc")
-METRICS = (*CLASSIFICATION_METRICS, "nrmse")
+METRICS = (*CLASSIFICATION_METRICS, "nrmse", "mean_score")
 LABEL = {
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
     "auroc": "AUROC",
     "nrmse": "1 − NRMSE",
+    "mean_score": "mean score",
 }
 # Elements of one (rows, cluster members) block of the AUROC's running sums (16 MiB each).
 AUROC_BLOCK_ELEMENTS = 2**21
@@ -100,6 +102,8 @@ def dataset_metric(name: str, targets: np.ndarray, nrmse_normalizer: str | None)
     """
     if name == "nrmse":
         return ClusterMetric(name, normaliser=nrmse_normaliser(targets, nrmse_normalizer))
+    if name == "mean_score":
+        return ClusterMetric(name)
     return ClusterMetric(name, classes=tuple(np.unique(targets).tolist()))
 
 
@@ -108,7 +112,7 @@ def metric_name(task: str, classification_metric: str) -> str:
 
     Parameters
     ----------
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "score"}
         The dataset's task.
     classification_metric : {"accuracy", "balanced_accuracy", "auroc"}
         The study's ``metric.classification``.
@@ -116,9 +120,10 @@ def metric_name(task: str, classification_metric: str) -> str:
     Returns
     -------
     name : str
-        ``classification_metric`` for classification, ``"nrmse"`` for regression.
+        ``classification_metric`` for classification, ``"nrmse"`` for regression,
+        ``"mean_score"`` for a per-sample score.
     """
-    return classification_metric if task == "classification" else "nrmse"
+    return {"regression": "nrmse", "score": "mean_score"}.get(task, classification_metric)
 
 
 def outcome_column(name: str) -> str:
@@ -132,10 +137,12 @@ def outcome_column(name: str) -> str:
     Returns
     -------
     column : str
-        ``correct``, ``sq_error``, or ``probability_1`` (the second sorted class, the positive
-        one) for AUROC.
+        ``correct``, ``sq_error``, ``score``, or ``probability_1`` (the second sorted class,
+        the positive one) for AUROC.
     """
-    return {"nrmse": "sq_error", "auroc": "probability_1"}.get(name, "correct")
+    return {"nrmse": "sq_error", "auroc": "probability_1", "mean_score": "score"}.get(
+        name, "correct"
+    )
 
 
 @dataclass(frozen=True)
@@ -342,6 +349,11 @@ class ClusterMetric:
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.name == "nrmse":
                 return self.value_and_variance(sums)[1]
+            if self.name == "mean_score":
+                count, total, squares = sums
+                n, t, q = (x.sum(-1, keepdims=True) for x in (count, total, squares))
+                pooled = np.maximum(q - t * t / n, 0.0) / np.maximum(n - 1, 1)
+                return np.where(count > 0, pooled / count, np.nan)
             if self.name == "auroc":
                 positives, negatives, u = sums[:3]
                 pairs = positives * negatives

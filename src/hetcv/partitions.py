@@ -18,7 +18,7 @@ from hetcv.errors import HetcvError
 from hetcv.metrics import CLASSIFICATION_METRICS, ClusterMetric
 from hetcv.stats import coefficient_of_variation
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "score")
 # Rows of a (rows, m) matrix of weights, permuted scores or draws held at once (16 MiB each).
 CHUNK_ELEMENTS = 2**21
 
@@ -71,7 +71,7 @@ class SampleSize:
         The held-out folds, all with the same number of repeats.
     k : int
         Number of clusters of every partition, at least 2.
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "score"}
         The dataset's task.
     normaliser : float, default=1.0
         NRMSE normaliser of the dataset, > 0; 1.0 for classification.
@@ -88,7 +88,7 @@ class SampleSize:
 
     folds: list[FoldPartitions]
     k: int
-    task: str  # "classification" or "regression"
+    task: str
     normaliser: float = 1.0  # NRMSE normaliser; 1.0 for classification
     metric: str | None = None  # classification metric; None: accuracy
 
@@ -117,7 +117,9 @@ class SampleSize:
     @property
     def metric_name(self) -> str:
         """str : The metric's name in :data:`hetcv.metrics.METRICS`."""
-        return "nrmse" if self.task == "regression" else (self.metric or "accuracy")
+        if self.task == "regression":
+            return "nrmse"
+        return "mean_score" if self.task == "score" else (self.metric or "accuracy")
 
     @property
     def cluster_metric(self) -> ClusterMetric:

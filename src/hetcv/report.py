@@ -13,7 +13,7 @@ from hetcv.columns import VERDICT_TABLES
 from hetcv.io import atomic_path, optional_file
 from hetcv.pictures import gallery_samples, scatter_points
 from hetcv.subgroups import subgroup_shares
-from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict
+from hetcv.verdict import SUMMARY_INTRODUCTION, dataset_verdict, labels_verdict
 
 
 def read_tables(paths: dict[str, str], names) -> dict[str, pd.DataFrame]:
@@ -190,9 +190,13 @@ def run_summary_md_job(inputs: dict, outputs: dict, params: dict) -> None:
     outputs : dict
         ``summary``.
     params : dict
-        ``datasets`` (dataset → metric name), ``selected`` and ``slice_method``.
+        ``datasets`` (dataset → metric name), ``selected``, ``slice_method`` and
+        ``multilabel`` (a multi-label dataset → its views; their sections follow its labels
+        section).
     """
     parts = [SUMMARY_INTRODUCTION]
+    for dataset in params.get("multilabel", {}):
+        parts.append(labels_verdict(dataset, pd.read_parquet(inputs[f"{dataset}_labels"])))
     for dataset, metric in params["datasets"].items():
         paths = {table: inputs[f"{dataset}_{table}"] for table in VERDICT_TABLES}
         summary = read_tables(paths, VERDICT_TABLES)

@@ -168,7 +168,7 @@ def slice_inputs(fold: pd.DataFrame, embedding: np.ndarray, task: str) -> SliceI
         ``probability_*`` (classification) or ``sq_error`` (regression).
     embedding : ndarray of shape (n_samples, n_dims)
         The fold's :func:`standardised` principal scores, row for row.
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "score"}
 
     Returns
     -------
@@ -182,6 +182,12 @@ def slice_inputs(fold: pd.DataFrame, embedding: np.ndarray, task: str) -> SliceI
         classes = fold["target"].to_numpy(np.int64)
         probabilities = fold[columns].to_numpy(np.float64)
         failure = 1.0 - fold["correct"].to_numpy(np.float64)
+    elif task == "score":
+        # No classes and no prediction: one class, and a sample fails by its loss, its
+        # distance from the best score (0 to 1).
+        classes = np.zeros(len(fold), dtype=np.int64)
+        probabilities = np.ones((len(fold), 1))
+        failure = fold["loss"].to_numpy(np.float64)
     else:
         target = fold["target"].to_numpy(np.float64)
         edges = np.quantile(target, np.linspace(0, 1, REGRESSION_BINS + 1)[1:-1])

@@ -95,7 +95,7 @@ def strata(target: np.ndarray, task: str, bins: int = REGRESSION_BINS) -> np.nda
     ndarray of shape (n,), int
         Stratum codes from 0 (classes in sorted order, or bins from the lowest).
     """
-    if task == "classification":
+    if task in ("classification", "multilabel"):  # multilabel: the set of labels, coded
         return np.unique(target, return_inverse=True)[1]
     return pd.qcut(target, q=bins, labels=False, duplicates="drop").astype(np.int64)
 

@@ -17,7 +17,7 @@ from statsmodels.stats.proportion import proportion_confint
 from hetcv.metrics import ClusterMetric
 
 SIGNIFICANCE = 0.05
-SCORE_COLUMN = {"classification": "correct", "regression": "sq_error"}
+SCORE_COLUMN = {"classification": "correct", "regression": "sq_error", "score": "score"}
 PAPER_CV_GUIDELINE = 5.0  # the paper's "CV below 5 %", in %
 PERMUTATION_CHUNK = 50  # permutations whose temporaries are held at once
 TIE_TOLERANCE = 1e-9  # relative: null values this close to the observed one tie with it

@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from hetcv.config import checked_config
 from hetcv.data import PLANTED_VARIANTS, count_samples
 from hetcv.errors import HetcvError
+from hetcv.labels import MACRO, label_keys, view_name
 from hetcv.metrics import metric_name
 from hetcv.seeding import derive_seed
 from hetcv.splits import resolve_sample_sizes
@@ -38,22 +40,61 @@ class Study:
         Dataset name → its folds (``0..folds-1``, or a features table's ``fold`` values).
     smallest_fold : dict of str to (int, int)
         Dataset name → the fewest held-out samples of any (n, fold), and that n.
+    views : dict of str to (str, str)
+        A multi-label dataset's views (:mod:`hetcv.labels`): view name → (the dataset, its
+        label key or ``macro``). Views are datasets of ``config["datasets"]`` too.
     """
 
     config: dict
     sample_sizes: dict[str, list[int]]
     fold_numbers: dict[str, list[int]]
     smallest_fold: dict[str, tuple[int, int]]
+    views: dict[str, tuple[str, str]]
 
     @property
     def datasets(self) -> list[str]:
-        """The dataset names, sorted.
+        """The dataset names, sorted, views of multi-label datasets included.
 
         Returns
         -------
         list of str
         """
         return sorted(self.config["datasets"])
+
+    @property
+    def analysed(self) -> list[str]:
+        """The datasets that are clustered and reported: all but the multi-label ones, whose
+        views are.
+
+        Returns
+        -------
+        list of str
+        """
+        return [name for name in self.datasets if self.dataset(name)["task"] != "multilabel"]
+
+    @property
+    def multilabel_datasets(self) -> list[str]:
+        """The multi-label datasets (trained or imported, analysed through their views).
+
+        Returns
+        -------
+        list of str
+        """
+        return [name for name in self.datasets if self.dataset(name)["task"] == "multilabel"]
+
+    def views_of(self, name: str) -> list[str]:
+        """A multi-label dataset's views, one per label, then the macro view.
+
+        Parameters
+        ----------
+        name : str
+            The multi-label dataset.
+
+        Returns
+        -------
+        list of str
+        """
+        return [view for view, (parent, _) in self.views.items() if parent == name]
 
     @property
     def algorithms(self) -> list[str]:
@@ -115,7 +156,7 @@ class Study:
         -------
         list of str
         """
-        return [name for name in self.datasets if _is_features(self.dataset(name))]
+        return [name for name in self.datasets if _kind(self.dataset(name)) == "features"]
 
     @property
     def image_datasets(self) -> list[str]:
@@ -125,7 +166,9 @@ class Study:
         -------
         list of str
         """
-        return [name for name in self.datasets if not _is_features(self.dataset(name))]
+        return [
+            name for name in self.datasets if _kind(self.dataset(name)) not in ("features", "view")
+        ]
 
     def weights_file(self, name: str) -> str | None:
         """The checkpoint file a dataset's training starts from, if it names one.
@@ -207,12 +250,14 @@ def resolve_study(config: dict, schema_path: str | os.PathLike) -> Study:
             raise HetcvError(
                 f"datasets.{name}.{message}" if message.startswith("source.") else message
             ) from None
-    study = Study(config, sizes, folds, smallest)
+    views = _add_views(config, sizes, folds, smallest)
+    study = Study(config, sizes, folds, smallest, views)
     _check_clustering(study)
-    if config["slices"]["embedding"] == "pixels" and study.feature_datasets:
+    imageless = [*study.feature_datasets, *study.views]
+    if config["slices"]["embedding"] == "pixels" and imageless:
         raise HetcvError(
-            "slices.embedding: 'pixels' needs images, and the features source of datasets."
-            f"{study.feature_datasets[0]} has none (use 'model', the table's own embedding)"
+            "slices.embedding: 'pixels' needs images, and datasets."
+            f"{imageless[0]} has none (a features source or a multi-label view; use 'model')"
         )
     return study
 
@@ -236,6 +281,42 @@ def _switched_on(config: dict) -> dict:
 
 def _is_features(settings: dict) -> bool:
     return settings["source"]["kind"] == "features"
+
+
+def _kind(settings: dict) -> str:
+    return settings["source"]["kind"]
+
+
+def _add_views(config: dict, sizes: dict, folds: dict, smallest: dict) -> dict:
+    """Add each multi-label dataset's views to ``config["datasets"]`` (and its sizes, folds)."""
+    views = {}
+    for name, settings in sorted(config["datasets"].items()):
+        if settings["task"] != "multilabel":
+            continue
+        labels = settings["source"].get("target_columns")
+        if not labels:
+            raise HetcvError(
+                f"datasets.{name}.source.target_columns: a multilabel task names its label "
+                "columns here (one 0/1 column each)"
+            )
+        keys = label_keys(labels, f"datasets.{name}.source.target_columns")
+        for key in (*keys, MACRO):
+            view = view_name(name, key)
+            if view in config["datasets"]:
+                raise HetcvError(f"datasets.{view}: the name of a view of datasets.{name}")
+            config["datasets"][view] = {
+                **{k: v for k, v in settings.items() if k not in ("source", "task")},
+                "source": {
+                    "kind": "view",
+                    "parent": name,
+                    "label": key,
+                    "metadata_columns": settings["source"].get("metadata_columns", []),
+                },
+                "task": "score" if key == MACRO else "classification",
+            }
+            views[view] = (name, key)
+            sizes[view], folds[view], smallest[view] = sizes[name], folds[name], smallest[name]
+    return views
 
 
 def _features_layout(name: str, settings: dict) -> dict[int, dict[int, int]]:
@@ -297,7 +378,7 @@ def _check_clustering(study: Study) -> None:
             "metric.classification: auroc is undefined in the one-class clusters of "
             "clustering.within: class; choose accuracy or balanced_accuracy, or within: all"
         )
-    for name in study.datasets:
+    for name in study.analysed:
         task = study.dataset(name)["task"]
         if clustering["within"] == "class" and task != "classification":
             raise HetcvError(
@@ -314,6 +395,23 @@ def _check_clustering(study: Study) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Each rule's params: the config slice that affects its result, and nothing else.
+
+
+def one_of(names) -> str:
+    """A wildcard constraint matching exactly one of ``names``.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The allowed values (dataset names may hold ``.`` or ``@``, which are escaped).
+
+    Returns
+    -------
+    str
+        A regular expression; longest names first, so that ``a@b`` is not read as ``a``; one
+        that matches nothing when there are no names.
+    """
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True)) or "(?!)"
 
 
 def rule_params(study: Study, rule: str, wildcards) -> str:
@@ -337,8 +435,10 @@ def rule_params(study: Study, rule: str, wildcards) -> str:
 
 
 def _fold_seed(study: Study, dataset: str, n, fold) -> int:
-    """The seed of one (dataset, n, fold): its train job's, and its clustering's."""
-    return derive_seed(study.config["seed"], dataset, n, fold)
+    """The seed of one (dataset, n, fold): its train job's, and its clustering's (a view's is
+    its multi-label dataset's, so that every label is read on the same clusters)."""
+    parent = study.views.get(dataset, (dataset, None))[0]
+    return derive_seed(study.config["seed"], parent, n, fold)
 
 
 def _metric(study: Study, name: str) -> dict:
@@ -366,12 +466,27 @@ def _prepare(study: Study, w) -> dict:
 
 def _import_features(study: Study, w) -> dict:
     source = study.dataset(w.dataset)["source"]
-    return {
-        "task": study.dataset(w.dataset)["task"],
+    task = study.dataset(w.dataset)["task"]
+    params = {
+        "task": task,
         "embedding": source["embedding"],
         "metadata_columns": source.get("metadata_columns", []),
         "pca_components": study.config["clustering"]["pca_components"],
     }
+    if task == "multilabel":
+        params["labels"] = source["target_columns"]
+    if task == "score":
+        params["score"] = {
+            "column": source["score_column"],
+            "range": source["score_range"],
+            "higher_is_better": source["higher_is_better"],
+        }
+        params["nnunet"] = (
+            {key: source[key] for key in ("nnunet_label", "nnunet_metric", "score_column")}
+            if "nnunet_summary" in source
+            else None
+        )
+    return params
 
 
 def _fold_features(study: Study, w) -> dict:
@@ -503,8 +618,9 @@ def _summary_md(study: Study, w) -> dict:
         "slice_method": study.config["slices"]["method"],
         "datasets": {
             name: metric_name(study.dataset(name)["task"], study.config["metric"]["classification"])
-            for name in study.datasets
+            for name in study.analysed
         },
+        "multilabel": {name: study.views_of(name) for name in study.multilabel_datasets},
     }
 
 
@@ -516,6 +632,23 @@ def _validation(study: Study, w) -> dict:
         "clustering": {**study.selected, "fcm": study.config["clustering"]["fcm"]},
         "seed": derive_seed(study.config["seed"], "validation"),
     }
+
+
+def _label_manifest(study: Study, w) -> dict:
+    return {"label": study.views[w.dataset][1]}
+
+
+def _label_view(study: Study, w) -> dict:
+    return {
+        "dataset": w.dataset,
+        "label": study.views[w.dataset][1],
+        "n": int(w.n),
+        "fold": int(w.fold),
+    }
+
+
+def _labels(study: Study, w) -> dict:
+    return {"labels": [study.views[view][1] for view in study.views_of(w.dataset)]}
 
 
 def _style(study: Study, w) -> dict:
@@ -540,6 +673,9 @@ PARAMS = {
     "export_clusters": _export,
     "cluster_pictures": _pictures,
     "summary_md": _summary_md,
+    "label_manifest": _label_manifest,
+    "label_view": _label_view,
+    "labels": _labels,
     "validation": _validation,
     "validation_figure": _style,
 }

@@ -35,13 +35,14 @@ import pandas as pd
 from hetcv.calibration import calibration_test
 from hetcv.columns import feature_columns
 from hetcv.heterogeneity import excess_cv, heterogeneity, permutation_null, weakest_cluster
-from hetcv.metrics import ClusterMetric, dataset_metric
+from hetcv.metrics import CLASSIFICATION_METRICS, ClusterMetric, dataset_metric
 from hetcv.partitions import FoldPartitions, SampleSize
 from hetcv.seeding import derive_seed
 from hetcv.spread import debiased_spread
 from hetcv.stats import SIGNIFICANCE, correlation, holm, permutation_p_value, wilson_interval
 
 CLUSTERING = ["algorithm", "k", "n"]
+TASK_OF = {"nrmse": "regression", "mean_score": "score"}  # the task of a non-class metric
 
 
 def cv_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -241,7 +242,7 @@ def fold_partitions(
     """
     labels = assignments.pivot(index="repeat", columns="sample_id", values="cluster")
     labels = labels[features["sample_id"].to_numpy()].to_numpy(dtype=np.int64)
-    classification = metric.name != "nrmse"
+    classification = metric.name not in ("nrmse", "mean_score")
     confidence = predicted = correct = None
     if classification:
         probabilities = class_probabilities(features)
@@ -534,9 +535,9 @@ def summarize_selected(
         sample = SampleSize(
             folds=folds,
             k=n_clusters,
-            task="regression" if metric.name == "nrmse" else "classification",
+            task=TASK_OF.get(metric.name, "classification"),
             normaliser=metric.normaliser,
-            metric=None if metric.name == "nrmse" else metric.name,
+            metric=metric.name if metric.name in CLASSIFICATION_METRICS else None,
         )
         row, per_cluster, fold_debiased, fold_weakest = selected_statistics(
             sample,

@@ -45,6 +45,7 @@ from hetcv.augment import BatchAugment, describe
 from hetcv.columns import feature_names
 from hetcv.errors import HetcvError
 from hetcv.io import atomic_path, write_csv, write_parquet
+from hetcv.labels import label_columns
 from hetcv.models import IMAGENET_MEAN, IMAGENET_STD, BackTopNet, build_model
 from hetcv.seeding import derive_seed
 
@@ -338,11 +339,12 @@ def training_objective(
 
     Parameters
     ----------
-    targets : ndarray of shape (n_images,)
-        Class indices (classification) or values (regression).
+    targets : ndarray of shape (n_images,) or (n_images, n_labels)
+        Class indices (classification), values (regression), or 0/1 per label
+        (multilabel).
     train_index : ndarray of shape (n_train,)
         The rows trained on, whose mean and sd standardise regression targets.
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "multilabel"}
     class_weights : ndarray of shape (n_classes,), optional
         Per-class weights of the cross-entropy (see :func:`balanced_class_weights`).
     device : torch.device, optional
@@ -352,7 +354,7 @@ def training_objective(
     -------
     loss_fn : callable
         ``loss_fn(outputs (batch, n_outputs), target (batch,))``: (weighted) cross-entropy,
-        or MSE.
+        MSE, or the labels' mean binary cross-entropy (one sigmoid output per label).
     y : Tensor of shape (n_images,)
         The targets as the loss sees them (long, or standardised float), on ``device``.
     shift, scale : float
@@ -363,6 +365,9 @@ def training_objective(
         weight = None if class_weights is None else torch.as_tensor(class_weights, device=device)
         y = torch.as_tensor(targets, dtype=torch.long).to(device)
         return nn.CrossEntropyLoss(weight=weight), y, 0.0, 1.0
+    if task == "multilabel":
+        y = torch.as_tensor(targets, dtype=torch.float32).to(device)
+        return nn.BCEWithLogitsLoss(), y, 0.0, 1.0
     mse = nn.MSELoss()
 
     def loss_fn(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -398,6 +403,8 @@ def held_out_scores(
     scores = {f"{prefix}_loss": float(loss_fn(outputs, target))}
     if target.dtype == torch.long:
         scores[f"{prefix}_accuracy"] = float((outputs.argmax(1) == target).float().mean())
+    elif target.ndim == 2:  # multilabel: the labels' mean accuracy at 0.5
+        scores[f"{prefix}_accuracy"] = float(((outputs > 0) == (target > 0.5)).float().mean())
     else:
         error = (outputs.squeeze(1) - target) * scale
         scores[f"{prefix}_rmse"] = float(error.pow(2).mean().sqrt())
@@ -582,8 +589,11 @@ def split_for_early_stopping(
         return np.asarray(train_index), np.array([], dtype=np.int64)
     from hetcv.splits import inner_validation_split
 
+    strata = np.asarray(targets)
+    if strata.ndim == 2:  # multilabel: stratify on each sample's set of labels
+        strata, task = np.unique(strata, axis=0, return_inverse=True)[1].ravel(), "classification"
     fit, validation = inner_validation_split(
-        np.asarray(targets)[train_index],
+        strata[train_index],
         task,
         early_stopping["validation_fraction"],
         derive_seed(seed, "validation"),
@@ -771,7 +781,7 @@ def fit_fold(
     for key, value in used.items():
         table[key] = value
     outputs, features = outputs.cpu().numpy(), features.cpu().numpy()
-    if task != "classification":
+    if task == "regression":
         outputs = outputs * scale + shift
     return FoldResult(model.cpu(), table, outputs, features)
 
@@ -1038,7 +1048,9 @@ def held_out_table(
     value), ``predicted_label`` and ``correct`` (classification) or ``sq_error``
     (regression), ``loss`` (cross-entropy of the true class, or the squared error), for
     classification ``probability_0`` … ``probability_{C-1}`` (softmax over ``classes`` in their
-    sorted order: what temperature scaling needs), then ``f000`` … (float32 back-model
+    sorted order); for multilabel ``target_<label>``, ``probability_<label>`` (sigmoid) and
+    ``correct_<label>`` (at 0.5) per label, ``prediction`` their mean probability and ``loss``
+    their mean cross-entropy; then ``f000`` … (float32 back-model
     features, as many as the architecture's width: ``f511`` for ResNet18, ``f1023`` for
     DenseNet121 …).
 
@@ -1050,9 +1062,9 @@ def held_out_table(
         The held-out rows of ``manifest``.
     n, fold : int
         The sample size and fold, repeated on every row.
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "multilabel"}
     classes : ndarray of shape (n_classes,)
-        The sorted class labels (empty for regression).
+        The sorted class labels (empty for regression; the label keys for multilabel).
     outputs : ndarray of shape (n_held_out, n_outputs)
         Raw head outputs: logits, or values in target units.
     features : ndarray of shape (n_held_out, width)
@@ -1085,6 +1097,16 @@ def held_out_table(
         table["loss"] = -np.log(np.clip(picked, 1e-12, None)).astype(np.float64)
         for index in range(len(classes)):
             table[f"probability_{index}"] = probability[:, index].astype(np.float64)
+    elif task == "multilabel":
+        probability = torch.sigmoid(torch.from_numpy(outputs)).numpy().astype(np.float64)
+        target = held_out[[f"target_{key}" for key in classes]].to_numpy(np.int64)
+        table["prediction"] = probability.mean(axis=1)
+        picked = np.where(target == 1, probability, 1 - probability)
+        table["loss"] = -np.log(np.clip(picked, 1e-12, None)).mean(axis=1)
+        for index, key in enumerate(classes):
+            table[f"target_{key}"] = target[:, index]
+            table[f"probability_{key}"] = probability[:, index]
+            table[f"correct_{key}"] = (probability[:, index] >= 0.5) == (target[:, index] == 1)
     else:
         table["prediction"] = outputs[:, 0].astype(np.float64)
         table["sq_error"] = (table["prediction"] - table["target"]) ** 2
@@ -1165,6 +1187,10 @@ def run_train_job(inputs: dict, outputs: dict, params: dict) -> None:
     if task == "classification":
         classes, encoded = np.unique(table["target"].to_numpy(), return_inverse=True)
         targets, n_outputs = encoded[rows], len(classes)
+    elif task == "multilabel":
+        classes = np.array(label_columns(table))
+        targets = table[[f"target_{key}" for key in classes]].to_numpy(np.float32)[rows]
+        n_outputs = len(classes)
     else:
         classes, targets, n_outputs = np.array([]), table["target"].to_numpy()[rows], 1
     device = select_device()

@@ -215,6 +215,11 @@ def dataset_verdict(
         )
     lines.append("")
     largest = rows.iloc[-1]
+    if name == "mean_score":
+        lines.append(
+            "- No confidence-calibrated test: a score task has no predicted probabilities, so "
+            "the permutation test is the test of heterogeneity."
+        )
     high_accuracy = errors and largest["test_metric"] > HIGH_ACCURACY
     if high_accuracy:
         lines.append(_error_scale_line(largest))
@@ -281,6 +286,53 @@ def dataset_verdict(
         lines.append(f"- What the worst cluster holds at n = {largest['n']}: {described}.")
     lines += [planning_line(row, metric) for _, row in planning.iterrows()]
     lines += ["", *slices_lines(slices, slice_method), ""]
+    return "\n".join(lines)
+
+
+def labels_verdict(dataset: str, labels: pd.DataFrame) -> str:
+    """The section of a multi-label dataset: its labels side by side, which are beyond noise.
+
+    Parameters
+    ----------
+    dataset : str
+        The multi-label dataset.
+    labels : DataFrame
+        :func:`hetcv.label_summary.labels_summary`.
+
+    Returns
+    -------
+    section : str
+        Markdown: a table of the labels at the largest n, and the labels whose clusters
+        differ beyond sampling noise at some size (Holm over every label and size).
+    """
+    largest = labels["n"].max()
+    rows = labels[labels["n"] == largest].sort_values("label")
+    lines = [
+        f"## {dataset}: {len(rows) - 1} labels",
+        "",
+        f"One model, one clustering; each label's own section follows (`{dataset}@<label>`), "
+        f"and `{dataset}@macro`, the share of labels right at 0.5. p (Holm, labels): the "
+        "permutation test, adjusted over every label and sample size.",
+        "",
+        "| label | test metric | debiased CV % (95 % CI) | raw CV % | p (Holm, labels) |",
+        "|---|---|---|---|---|",
+    ]
+    for _, row in rows.iterrows():
+        debiased = interval(
+            row["debiased_cv"], row["debiased_cv_ci_low"], row["debiased_cv_ci_high"]
+        )
+        lines.append(
+            f"| {row['label']} | {row['test_metric']:.3f} | {debiased} | {row['cv']:.1f} | "
+            f"{p_text(row['p_holm_labels'])} |"
+        )
+    beyond = sorted(labels.loc[labels["beyond_noise"], "label"].unique())
+    lines += [
+        "",
+        "- Labels whose clusters differ beyond sampling noise (at some n): "
+        + (", ".join(beyond) if beyond else "none")
+        + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -213,8 +213,10 @@ def test_params_hold_the_slice_that_changes_a_result():
         "slice_method": {"slices_figure", "summary_md"},
         "slice_setting": {"slices"},
     }
-    # The benchmark and the features-table import do not apply to the demo's image datasets.
-    study_rules = [rule for rule in PARAMS if rule not in ("validation", "import_features")]
+    # The benchmark, the features-table import and the per-label rules (multi-label views
+    # only) do not apply to the demo's image datasets.
+    not_applicable = ("validation", "import_features", "label_manifest", "label_view", "labels")
+    study_rules = [rule for rule in PARAMS if rule not in not_applicable]
     for name, change in changes.items():
         changed = resolved(change)
         differs = {
@@ -287,7 +289,9 @@ def test_a_pixel_embedding_is_refused_for_a_features_source(tmp_path):
         "clustering": {"k": [2], "selected": {"algorithm": "fcm", "k": 2}},
         "slices": {"embedding": "pixels"},
     }
-    with pytest.raises(HetcvError, match=r"^slices.embedding: 'pixels' needs images, and the "):
+    with pytest.raises(
+        HetcvError, match=r"^slices.embedding: 'pixels' needs images, and datasets.mine "
+    ):
         resolve_study(study, SCHEMA)
     study["slices"]["embedding"] = "model"
     assert resolve_study(study, SCHEMA).config["slices"]["embedding"] == "model"

@@ -12,16 +12,11 @@ os.environ.update(
 )
 
 from hetcv.columns import SUMMARY_TABLES, VERDICT_TABLES
-from hetcv.data import source_file, source_has_subgroups
-from hetcv.study import resolve_study, rule_params
+from hetcv.data import source_files, source_has_subgroups
+from hetcv.study import one_of, resolve_study, rule_params
 
 # A HetcvError here reaches the user as one line naming the config key.
 STUDY = resolve_study(config, workflow.source_path("../schemas/config.schema.yaml"))
-
-
-def one_of(names):
-    """A wildcard constraint matching exactly ``names`` (nothing, when there are none)."""
-    return "|".join(names) or "(?!)"
 
 
 wildcard_constraints:
@@ -98,9 +93,15 @@ def dataset_files(kind, algorithms=None, dataset=None, folds=None):
 
 
 def source_inputs(wildcards):
-    """The source's table or archive, so that editing it re-runs its first rule."""
-    path = source_file(STUDY.dataset(wildcards.dataset)["source"])
-    return {"source": path} if path else {}
+    """The source's files (:func:`hetcv.data.source_files`): editing one re-runs its rule."""
+    return source_files(STUDY.dataset(wildcards.dataset)["source"])
+
+
+def view_parent(kind):
+    """An input function: a view's file of ``kind`` is its multi-label dataset's."""
+    return lambda w: PATHS[kind].format(
+        **(dict(w.items()) | {"dataset": STUDY.views[w.dataset][0]})
+    )
 
 
 def images_of(wildcards):
@@ -141,12 +142,10 @@ def registered(paths, subcategory):
 
 
 def summary_md_inputs(wildcards):
-    """Every dataset's verdict tables, named ``{dataset}_{table}``."""
-    return {
-        f"{name}_{table}": PATHS["summary"].format(dataset=name, table=table)
-        for name in STUDY.datasets
-        for table in VERDICT_TABLES
-    }
+    """The verdict tables, ``{dataset}_{table}``; a multi-label dataset's: its labels table."""
+    tables = [(name, table) for name in STUDY.analysed for table in VERDICT_TABLES]
+    tables += [(name, "labels") for name in STUDY.multilabel_datasets]
+    return {f"{n}_{t}": PATHS["summary"].format(dataset=n, table=t) for n, t in tables}
 
 
 def validation_inputs(wildcards):
@@ -160,8 +159,8 @@ def validation_inputs(wildcards):
 
 
 def final_outputs():
-    outputs = ["results/summary.md"]
-    for name in STUDY.datasets:
+    outputs = ["results/summary.md"]  # through it, each multi-label dataset's labels
+    for name in STUDY.analysed:
         products = summary_tables(*SUMMARY_TABLES) | output_files("table", TABLES)
         products |= output_files("figure", FIGURES + ["slices"])  # slices: its own rule
         if name in STUDY.image_datasets:  # the galleries show images
