@@ -30,8 +30,13 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# What CI's lint step checks (also the pre-commit hook).
+LINTED := src tests workflow/scripts benchmarks
 lint: $(STAMP)
-	$(BIN)/ruff check src tests workflow/scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/snakefmt --check workflow
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint --cores 1
 
 clean:
 	rm -rf results logs .snakemake

@@ -23,7 +23,7 @@ from scale import ALGORITHMS, run_size
 
 from hetcv.columns import FEATURE_COLUMNS, SUMMARY_TABLES
 from hetcv.io import write_parquet
-from hetcv.summary import run_summarize_job
+from hetcv.summarize import run_summarize_job
 
 
 def synthetic_fold(n: int, sample_size: int, fold: int, seed: int) -> pd.DataFrame:
@@ -98,10 +98,10 @@ def main() -> None:
         ]
         run_summarize_job(
             {
-                "runs": kinds("runs"),
-                "cluster_stats": kinds("cluster_stats"),
-                "pairs": kinds("pairs"),
-                "selected_assignments": kinds("assignments", ["fcm"]),
+                "fold_cluster_runs": kinds("fold_cluster_runs"),
+                "fold_cluster_stats": kinds("fold_cluster_stats"),
+                "fold_cluster_pairs": kinds("fold_cluster_pairs"),
+                "selected_fold_assignments": kinds("fold_assignments", ["fcm"]),
                 "features": features,
                 "manifest": str(directory / "manifest.parquet"),
             },

@@ -145,7 +145,9 @@ PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" "$python" benchmarks/gpu_study_confi
     --id-prefix "${GPU_STUDY_ID_PREFIX:-}" $([[ "${GPU_STUDY_DENSENET:-1}" == 0 ]] && echo --no-densenet)
 work="$root/run"
 mkdir -p "$work"
-for entry in Snakefile workflow config envs profiles src; do ln -s "$repo/$entry" "$work/$entry"; done
+for entry in workflow config profiles src; do ln -s "$repo/$entry" "$work/$entry"; done
+# hetcv itself, for Snakemake and its jobs (the GPU machine has no index to install it from).
+export PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}"
 
 # (e) The study, timed, with the GPU sampled once a second.
 smi="$root/nvidia_smi.csv"

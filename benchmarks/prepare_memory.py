@@ -22,7 +22,7 @@ from PIL import Image
 
 MEASURE = """
 import json, resource, sys, time
-from hetcv.data import run_prepare_job
+from hetcv.prepare import run_prepare_job
 started = time.perf_counter()
 run_prepare_job({}, *json.loads(sys.argv[1]))
 print(json.dumps({"seconds": time.perf_counter() - started,
@@ -30,7 +30,7 @@ print(json.dumps({"seconds": time.perf_counter() - started,
 """
 BASELINE = """
 import json, resource
-import hetcv.data, hetcv.io, pandas, PIL.Image, pyarrow.parquet
+import hetcv.sources, hetcv.io, pandas, PIL.Image, pyarrow.parquet
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

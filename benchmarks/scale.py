@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from hetcv.analysis import CLUSTER_TABLES, run_cluster_job
+from hetcv.cluster import run_cluster_job
 from hetcv.columns import FEATURE_COLUMNS
 from hetcv.io import write_parquet
+from hetcv.paths import FOLD_TABLES
 
 ALGORITHMS = ("kmeans", "fcm", "gmm")
 GROUP_SPREAD = 0.3  # sd of the group centres, against unit noise per feature: overlapping groups
@@ -74,7 +75,7 @@ def run_size(
             },
             {
                 kind: [str(out / f"{kind}_{algorithm}.parquet") for algorithm in ALGORITHMS]
-                for kind in CLUSTER_TABLES
+                for kind in FOLD_TABLES
             },
             {
                 "metric": "nrmse",

@@ -34,16 +34,18 @@ from pathlib import Path
 import pandas as pd
 
 PROJECT = Path(__file__).resolve().parents[1]
-LINKED = ("Snakefile", "workflow", "config", "envs", "profiles", "src")
+LINKED = ("workflow", "config", "profiles", "src")
 SCRIPT_MODULES = {
-    "prepare": "hetcv.data",
-    "split": "hetcv.splits",
+    "prepare": "hetcv.prepare",
+    "split": "hetcv.split",
     "train": "hetcv.train",
-    "cluster": "hetcv.analysis",
-    "summarize": "hetcv.summary",
-    "subgroup_variants": "hetcv.subgroups",
-    "tables / figures / pictures": "hetcv.report",
-    "export_clusters": "hetcv.export",
+    "cluster": "hetcv.cluster",
+    "summarize": "hetcv.summarize",
+    "subgroup_variants": "hetcv.subgroup_variants",
+    "tables": "hetcv.tables",
+    "figures": "hetcv.figures",
+    "cluster_pictures": "hetcv.cluster_pictures",
+    "export_clusters": "hetcv.export_clusters",
 }
 
 

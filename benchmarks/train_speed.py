@@ -34,16 +34,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hetcv.device import InputPipeline, select_device
+from hetcv.held_out import EVAL_BATCH_SIZE, evaluate
 from hetcv.models import build_model
-from hetcv.train import (
-    EVAL_BATCH_SIZE,
-    InputPipeline,
-    evaluate,
-    make_optimizer,
-    make_schedule,
-    select_device,
-    train_epoch,
-)
+from hetcv.optimisation import make_optimizer, make_schedule
+from hetcv.train import train_epoch
 
 
 def synchronise(device: torch.device) -> None:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-PROJECT_ENTRIES = ("Snakefile", "workflow", "config", "envs", "profiles", "src")
+PROJECT_ENTRIES = ("workflow", "config", "profiles", "src")
 
 TINY_STUDY = {
     "seed": 0,

@@ -1,516 +1,518 @@
-"""Clustering of held-out features: PCA, then K-Means, fuzzy c-means or a Gaussian mixture,
-repeated with seeds and aligned so that cluster numbers mean the same in every repeat.
+"""What the cluster rule computes for each fold and algorithm of one (dataset, n).
 
-Shapes: ``points`` is ``(n_samples, n_dims)`` float64 in the clustered space (PCA scores, plus
-the weighted loss column when ``error_aware``); memberships are ``(n_samples, k)`` with rows
-summing to one; labels are hard labels, the argmax of the membership.
+For every k, ``repeats`` seeded runs are aligned to the first (the reference) by the Hungarian
+algorithm and renumbered canonically: cluster 0 is the reference's largest, and never a number
+given by the outcomes, so that no cluster number carries a winner's curse. Each run then yields
+per-sample assignments, per-cluster rows (size, metric, centre, point-to-centre distances),
+per-pair rows (centre and closest-point distances) and one run row (CV, its permutation null,
+validity indices, stability).
+
+An empty cluster (no sample has its highest membership there, which fuzzy c-means and
+mixtures allow) is a named state: its row has ``empty = True`` and a NaN metric, the run row
+counts ``empty_clusters``, its CV is over the remaining clusters, and the log warns.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import KMeans
+import pandas as pd
+from scipy.spatial.distance import cdist
 
+from hetcv.clustering import (
+    Partition,
+    add_loss_dimension,
+    canonical_labels,
+    fit_partition,
+    fit_partition_within,
+    match_to_reference,
+    pca_scores,
+    silhouette_rows,
+)
+from hetcv.columns import feature_columns
 from hetcv.errors import HetcvError
+from hetcv.io import parquet_parts, write_parquet
+from hetcv.metrics import ClusterMetric, dataset_metric
+from hetcv.partition_measures import geometry, repeat_stability, validity
+from hetcv.paths import FOLD_TABLES
+from hetcv.seeding import derive_seed
+from hetcv.stats import (
+    cluster_metrics,
+    coefficient_of_variation,
+    permutation_p_value,
+    permuted_cluster_metrics,
+    permuted_values,
+)
 
 log = logging.getLogger(__name__)
 
+CLUSTER_TABLES = ("assignments", "cluster_stats", "pairs", "runs")  # FoldClustering's, in order
+# The cluster rule's output of each (hetcv.paths.PATHS keys).
+OUTPUT_OF = dict(zip(CLUSTER_TABLES, FOLD_TABLES, strict=True))
+
 
 @dataclass
-class Partition:
-    """One clustering run: memberships, hard labels and the algorithm's own cluster centres.
+class FoldClustering:
+    """The four tables the cluster rule writes (schemas in config/README.md).
 
     Attributes
     ----------
-    membership : ndarray of shape (n_samples, k)
-        Membership of each sample in each cluster; rows sum to one (one-hot for K-Means).
-    centers : ndarray of shape (k, n_dims)
-        The algorithm's cluster centres in the clustered space.
-    extra : dict
-        Algorithm-specific quality figures: ``fpc`` (fuzzy c-means) or ``bic`` (GMM).
+    assignments : DataFrame
+        One row per sample × k × repeat: ``sample_id, algorithm, k, repeat, cluster,
+        membership, worst_membership``.
+    cluster_stats : DataFrame
+        One row per cluster × k × repeat, keyed by ``algorithm, k, repeat, cluster``: ``size,
+        empty, size_pct, score_sum, metric, centroid`` and the :func:`geometry` distances.
+    pairs : DataFrame
+        One row per cluster pair × k × repeat: ``cluster_a, cluster_b, centroid_distance,
+        closest_distance``.
+    runs : DataFrame
+        One row per k × repeat: the CV, its permutation null, validity indices, stability.
     """
 
-    membership: np.ndarray  # (n_samples, k)
-    centers: np.ndarray  # (k, n_dims)
-    extra: dict = field(default_factory=dict)  # fpc (fcm) or bic (gmm)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Hard labels: the argmax of each sample's membership.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        return self.membership.argmax(axis=1)
-
-    @property
-    def k(self) -> int:
-        """Number of clusters, empty ones included.
-
-        Returns
-        -------
-        k : int
-        """
-        return self.membership.shape[1]
-
-    def relabel(self, new_label_of: np.ndarray) -> Partition:
-        """Renumber the clusters: cluster ``j`` becomes cluster ``new_label_of[j]``.
-
-        Parameters
-        ----------
-        new_label_of : ndarray of shape (k,)
-            A permutation of ``0..k-1``, as from `match_to_reference` or `canonical_labels`.
-
-        Returns
-        -------
-        partition : Partition
-            A new partition with membership columns and centres reordered; ``extra`` copied.
-        """
-        order = np.argsort(new_label_of)
-        return Partition(self.membership[:, order], self.centers[order], dict(self.extra))
+    assignments: pd.DataFrame
+    cluster_stats: pd.DataFrame
+    pairs: pd.DataFrame
+    runs: pd.DataFrame
 
 
-def pca_scores(features: np.ndarray, n_components: int) -> np.ndarray:
-    """Principal-component scores of the features, in float64, a block of rows at a time.
-
-    The components are the leading eigenvectors of the scatter matrix, which is summed over
-    blocks of :data:`PCA_BLOCK` rows: memory holds the features and a ``n_features²`` matrix,
-    never a float64 copy of a large fold (a 50,000 × 512 fold's SVD needs about 1 GB more).
-    Signs follow scikit-learn's ``PCA`` (each component's largest loading positive), whose
-    scores these equal to rounding. Components are capped at ``min(n_samples - 1,
-    n_features)`` with a warning in the log.
+def clustered_space(features: pd.DataFrame, pca_components: int, error_aware: bool) -> np.ndarray:
+    """The space the samples are clustered in: PCA scores, plus the loss when error-aware.
 
     Parameters
     ----------
-    features : ndarray of shape (n_samples, n_features)
-        Back-model features of the held-out samples (``n_features`` = 512).
-    n_components : int
-        Requested number of components (``pca_components``).
+    features : DataFrame
+        One fold's held-out rows with the feature columns (``f000`` …) and ``loss``.
+    pca_components : int
+        Principal components to keep (capped by :func:`hetcv.clustering.pca_scores`).
+    error_aware : bool
+        Append the standardised loss as one more dimension.
 
     Returns
     -------
-    scores : ndarray of shape (n_samples, n_kept)
-        ``n_kept = min(n_components, n_samples - 1, n_features)``.
+    points : ndarray of shape (n_samples, n_dims)
+        ``n_dims``: the components kept, plus one when ``error_aware``.
     """
-    cap = min(features.shape[0] - 1, features.shape[1])
-    if n_components > cap:
-        log.warning(
-            "pca_components=%d capped at %d: the fold has %d samples",
-            n_components,
-            cap,
-            features.shape[0],
-        )
-        n_components = cap
-    mean = features.mean(axis=0, dtype=np.float64)
-    blocks = range(0, len(features), PCA_BLOCK)
-    scatter = np.zeros((features.shape[1], features.shape[1]))
-    for start in blocks:
-        centred = features[start : start + PCA_BLOCK].astype(np.float64) - mean
-        scatter += centred.T @ centred
-    components = np.linalg.eigh(scatter)[1][:, ::-1][:, :n_components]
-    largest = np.abs(components).argmax(axis=0)
-    components *= np.sign(components[largest, np.arange(n_components)])
-    return np.concatenate(
-        [(features[start : start + PCA_BLOCK] - mean) @ components for start in blocks]
+    embedding = features[feature_columns(features.columns)].to_numpy()
+    points = pca_scores(embedding, pca_components)
+    if error_aware:
+        points = add_loss_dimension(points, features["loss"].to_numpy(dtype=np.float64))
+    return points
+
+
+def aligned_runs(
+    points: np.ndarray,
+    groups: np.ndarray | None,
+    algorithm: str,
+    k: int,
+    repeats: int,
+    fcm: dict,
+    seed: int,
+) -> list[Partition]:
+    """``repeats`` runs, matched to the first and numbered so that cluster 0 is the largest.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        Samples in the clustered space.
+    groups : ndarray of shape (n_samples,) or None
+        Class of each sample, to cluster within each class; None clusters all together.
+    algorithm, repeats, fcm : see :func:`clusterings_by_k`
+    seed : int
+        The fold's seed.
+    k : int
+        Number of clusters (per class when ``groups`` is given).
+
+    Returns
+    -------
+    runs : list of Partition
+        ``repeats`` aligned partitions; run r is seeded by ``derive_seed(seed, algorithm,
+        k, r)``.
+    """
+    runs = []
+    for repeat in range(repeats):
+        run_seed = derive_seed(seed, algorithm, k, repeat)
+        if groups is None:
+            runs.append(fit_partition(points, algorithm, k, run_seed, fcm))
+        else:
+            runs.append(fit_partition_within(points, groups, algorithm, k, run_seed, fcm))
+    reference = runs[0]
+    total_k = reference.k
+    runs = [reference] + [
+        run.relabel(match_to_reference(reference.labels, run.labels, total_k)) for run in runs[1:]
+    ]
+    order = canonical_labels(np.bincount(reference.labels, minlength=total_k))
+    return [run.relabel(order) for run in runs]
+
+
+@dataclass
+class FoldSpace:
+    """What every clustering of one fold shares, computed once for all its algorithms.
+
+    Attributes
+    ----------
+    points : ndarray of shape (n_samples, n_dims)
+        The clustered space (:func:`clustered_space`).
+    sampled : ndarray of int
+        The rows the silhouette is computed on (:func:`hetcv.clustering.silhouette_rows`).
+    sampled_distances : ndarray of shape (len(sampled), len(sampled))
+        Their Euclidean distances.
+    outcome : tuple of (ndarray, ndarray or None)
+        Per-sample outcome and class codes (:meth:`hetcv.metrics.ClusterMetric.outcome`).
+    groups : ndarray or None
+        Each sample's class when clustering within class, else None.
+    permuted_score : ndarray of shape (null_permutations, n_samples)
+        The permutation null's scores, shared by every algorithm, k and repeat of the fold,
+        so that the repeat-averaged null CV is a proper permutation distribution.
+    """
+
+    points: np.ndarray
+    sampled: np.ndarray
+    sampled_distances: np.ndarray
+    outcome: tuple[np.ndarray, np.ndarray | None]
+    groups: np.ndarray | None
+    permuted_score: np.ndarray
+
+
+def fold_space(
+    features: pd.DataFrame,
+    *,
+    metric: ClusterMetric,
+    pca_components: int,
+    within: str,
+    error_aware: bool,
+    null_permutations: int,
+    seed: int,
+) -> FoldSpace:
+    """The fold's clustered space, silhouette sample and permutation null; see :class:`FoldSpace`.
+
+    Parameters
+    ----------
+    features : DataFrame of shape (n_samples, ...)
+        The fold's held-out features table (``features.parquet``).
+    metric : ClusterMetric
+        The dataset's metric (:func:`hetcv.metrics.dataset_metric`).
+    pca_components : int
+        Components kept of the standardised features.
+    within : {"all", "class"}
+        Cluster all samples together, or each class separately.
+    error_aware : bool
+        Add the standardised per-sample loss as a clustered dimension.
+    null_permutations : int
+        Score permutations of the CV's permutation null.
+    seed : int
+        The fold's seed (already combined with dataset, n and fold).
+
+    Returns
+    -------
+    FoldSpace
+    """
+    points = clustered_space(features, pca_components, error_aware)
+    sampled = silhouette_rows(len(points), derive_seed(seed, "silhouette"))
+    score, classes = metric.outcome(features)
+    groups = features["target"].to_numpy() if within == "class" else None
+    # Permuted within class when the clusters are built within class (a plain accuracy gap
+    # between classes is not heterogeneity of the clusters), and always for the metrics
+    # whose classes stay put.
+    within_class = groups is not None or metric.uses_classes
+    strata = features["target"].to_numpy() if within_class else np.zeros(len(features))
+    null_rng = np.random.default_rng(derive_seed(seed, "null"))
+    return FoldSpace(
+        points=points,
+        sampled=sampled,
+        sampled_distances=cdist(points[sampled], points[sampled]),
+        outcome=(score, classes),
+        groups=groups,
+        permuted_score=permuted_values(score, strata, null_permutations, null_rng),
     )
 
 
-def add_loss_dimension(points: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """Append the standardised per-sample loss as a column scaled to the first component's sd.
-
-    The scale makes the loss as influential as the strongest feature direction (error-aware
-    clustering, in the spirit of Domino, Eyuboglu et al. 2022). A constant loss gives a
-    column of zeros.
-
-    Parameters
-    ----------
-    points : ndarray of shape (n_samples, n_dims)
-        PCA scores; column 0 sets the scale.
-    loss : ndarray of shape (n_samples,)
-        Per-sample loss of the model.
-
-    Returns
-    -------
-    points : ndarray of shape (n_samples, n_dims + 1)
-    """
-    spread = loss.std()
-    standardised = (loss - loss.mean()) / spread if spread > 0 else np.zeros_like(loss)
-    return np.column_stack([points, standardised * points[:, 0].std()])
-
-
-def fit_partition(points: np.ndarray, algorithm: str, k: int, seed: int, fcm: dict) -> Partition:
-    """One seeded run of ``algorithm`` with ``k`` clusters.
-
-    K-Means uses one initialisation and one-hot memberships; fuzzy c-means starts from a
-    seeded random membership; the Gaussian mixture has diagonal covariances.
+def clusterings_by_k(
+    features: pd.DataFrame,
+    space: FoldSpace,
+    *,
+    metric: ClusterMetric,
+    algorithm: str,
+    k: list[int],
+    repeats: int,
+    fcm: dict | None,
+    error_aware: bool,
+    seed: int,
+) -> Iterator[FoldClustering]:
+    """The four tables of each k in turn, so that a large fold's job can write as it goes.
 
     Parameters
     ----------
-    points : ndarray of shape (n_samples, n_dims)
-        Samples in the clustered space.
+    features : DataFrame
+        The fold's held-out features table.
+    space : FoldSpace
+        The fold's shared space (:func:`fold_space`).
+    metric, error_aware, seed : see :func:`fold_space`
     algorithm : {"kmeans", "fcm", "gmm"}
-        Clustering algorithm.
-    k : int
-        Number of clusters.
-    seed : int
-        Seed of this run.
-    fcm : dict
-        Fuzzy c-means settings ``m``, ``error`` and ``maxiter``; used only by ``"fcm"``.
+    k : list of int
+        The cluster numbers to fit.
+    repeats : int
+        Seeded runs per k, aligned to the first.
+    fcm : dict or None
+        Fuzzy c-means settings (``m``, ``error``, ``maxiter``); None for other algorithms.
 
-    Returns
-    -------
-    partition : Partition
-        With ``extra["fpc"]`` for ``"fcm"`` and ``extra["bic"]`` for ``"gmm"``.
-
-    Raises
+    Yields
     ------
-    HetcvError
-        If ``algorithm`` is unknown.
+    FoldClustering
+        Per-sample assignments, per-cluster rows, per-pair rows and one row per run, of one k.
     """
-    if algorithm == "kmeans":
-        model = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(points)
-        return Partition(np.eye(k)[model.labels_], model.cluster_centers_)
-    if algorithm == "fcm":
-        import skfuzzy
-
-        rng = np.random.default_rng(seed)
-        start = rng.random((k, len(points)))
-        centers, membership, *_, fpc = skfuzzy.cmeans(
-            points.T,
-            c=k,
-            m=fcm["m"],
-            error=fcm["error"],
-            maxiter=fcm["maxiter"],
-            init=start / start.sum(axis=0),
+    score, classes = space.outcome
+    fold_metric = metric.of_samples(score, classes)
+    targets = None if metric.name in ("nrmse", "mean_score") else features["target"].to_numpy()
+    for n_clusters in k:
+        tables: dict[str, list] = {"assignments": [], "cluster_stats": [], "pairs": [], "runs": []}
+        partitions = aligned_runs(
+            space.points, space.groups, algorithm, n_clusters, repeats, fcm, seed
         )
-        return Partition(membership.T, centers, {"fpc": float(fpc)})
-    if algorithm == "gmm":
-        from sklearn.mixture import GaussianMixture
-
-        # Diagonal covariances: folds of a few dozen samples cannot support full 10×10 ones.
-        model = GaussianMixture(
-            n_components=k, covariance_type="diag", reg_covar=1e-6, random_state=seed
-        ).fit(points)
-        return Partition(
-            model.predict_proba(points), model.means_, {"bic": float(model.bic(points))}
-        )
-    raise HetcvError(f"clustering.algorithms: unknown algorithm {algorithm!r}")
-
-
-def fit_partition_within(
-    points: np.ndarray, groups: np.ndarray, algorithm: str, k: int, seed: int, fcm: dict
-) -> Partition:
-    """``k`` clusters inside each group (true class), as GEORGE does: ``k × n_groups`` in all.
-
-    Cluster ``g * k + j`` is cluster ``j`` of the ``g``-th group (groups in sorted order);
-    memberships outside a sample's own group are zero. Group ``g`` is fitted with seed
-    ``seed + g``.
-
-    Parameters
-    ----------
-    points : ndarray of shape (n_samples, n_dims)
-        Samples in the clustered space.
-    groups : ndarray of shape (n_samples,)
-        Group (true class) of each sample.
-    algorithm : {"kmeans", "fcm", "gmm"}
-        Passed to `fit_partition` for each group.
-    k : int
-        Clusters per group.
-    seed : int
-        Seed of the first group.
-    fcm : dict
-        Fuzzy c-means settings, as for `fit_partition`.
-
-    Returns
-    -------
-    partition : Partition
-        ``k * n_groups`` clusters; ``extra`` holds the mean ``fpc`` or the summed ``bic``.
-
-    Raises
-    ------
-    HetcvError
-        If a group has ``k`` samples or fewer.
-    """
-    values = np.unique(groups)
-    membership = np.zeros((len(points), k * len(values)))
-    centers, extra = [], {}
-    for g, value in enumerate(values):
-        rows = np.flatnonzero(groups == value)
-        if len(rows) <= k:
-            raise HetcvError(
-                f"clustering.k: {k} clusters need more than {k} samples in class {value!r} "
-                f"of the held-out fold, which has {len(rows)}"
+        stability = repeat_stability([part.labels for part in partitions], partitions[0].k)
+        for repeat, part in enumerate(partitions):
+            values, size = cluster_metrics(part.labels, score, part.k, metric, classes)
+            null_cv = coefficient_of_variation(
+                permuted_cluster_metrics(
+                    part.labels, space.permuted_score, part.k, metric, classes
+                ),
+                axis=1,
             )
-        part = fit_partition(points[rows], algorithm, k, seed + g, fcm)
-        membership[np.ix_(rows, np.arange(g * k, (g + 1) * k))] = part.membership
-        centers.append(part.centers)
-        for key, value_ in part.extra.items():
-            extra[key] = extra.get(key, 0.0) + value_ / (len(values) if key == "fpc" else 1)
-    return Partition(membership, np.vstack(centers), extra)
-
-
-def contingency(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
-    """Count the samples with label ``i`` in ``first`` and ``j`` in ``second``.
-
-    (scikit-learn's ``contingency_matrix`` drops absent labels and costs ~1 ms a call in
-    input validation; the analysis makes tens of thousands of these calls.)
-
-    Parameters
-    ----------
-    first, second : ndarray of shape (n_samples,)
-        Integer labelings with labels in ``0..k-1``.
-    k : int
-        Number of labels; absent labels keep their zero row or column.
-
-    Returns
-    -------
-    table : ndarray of shape (k, k)
-        Integer counts, rows indexed by ``first``.
-    """
-    return np.bincount(first * k + second, minlength=k * k).reshape(k, k)
-
-
-def adjusted_rand(first: np.ndarray, second: np.ndarray, k: int) -> float:
-    """Adjusted Rand index of two labelings with labels in ``0..k-1`` (Hubert & Arabie).
-
-    Parameters
-    ----------
-    first, second : ndarray of shape (n_samples,)
-        The labelings to compare.
-    k : int
-        Upper bound (exclusive) of the labels.
-
-    Returns
-    -------
-    ari : float
-        1 for identical partitions, about 0 for chance agreement; 1 also in the degenerate
-        case where both are trivial (expected index equals its maximum).
-    """
-    table = contingency(first, second, k).astype(np.float64)
-    pairs = lambda counts: (counts * (counts - 1) / 2).sum()  # noqa: E731
-    index = pairs(table)
-    rows, columns = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
-    expected = rows * columns / pairs(np.array([len(first)], dtype=np.float64))
-    maximum = (rows + columns) / 2
-    if maximum == expected:
-        return 1.0
-    return float((index - expected) / (maximum - expected))
-
-
-PCA_BLOCK = 4096  # rows of the features centred in float64 at once
-SILHOUETTE_EXACT_LIMIT = 5000  # above it, a seeded subsample of this size (silhouette_rows)
-CLOSEST_PROBES = 32  # points that set closest_distances' first upper bound
-
-
-def silhouette(distances: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Mean silhouette coefficient (as scikit-learn's) from the samples' distance matrix.
-
-    Samples alone in their cluster score 0; empty clusters are ignored. The matrix is computed
-    once per fold on at most :data:`SILHOUETTE_EXACT_LIMIT` samples (:func:`silhouette_rows`)
-    and serves every clustering of the fold; one clustering costs a matrix product.
-
-    Parameters
-    ----------
-    distances : ndarray of shape (n_samples, n_samples)
-        Euclidean distances between the samples in the clustered space.
-    labels : ndarray of shape (n_samples,)
-        Hard labels in ``0..k-1``.
-    k : int
-        Number of clusters.
-
-    Returns
-    -------
-    score : float
-        Between -1 and 1.
-    """
-    size = np.bincount(labels, minlength=k).astype(np.float64)
-    totals = distances @ np.eye(k)[labels]
-    own_size = size[labels]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inner = totals[np.arange(len(labels)), labels] / (own_size - 1)
-        means = np.where(size > 0, totals / size, np.inf)
-    means[np.arange(len(labels)), labels] = np.inf
-    nearest = means.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = (nearest - inner) / np.maximum(inner, nearest)
-    return float(np.nan_to_num(np.where(own_size > 1, score, 0.0)).mean())
-
-
-def partition_indices(points: np.ndarray, labels: np.ndarray, k: int) -> dict[str, float]:
-    """Within-cluster sum of squares, Calinski–Harabasz and Davies–Bouldin, in one pass.
-
-    The same values as scikit-learn's ``calinski_harabasz_score`` and
-    ``davies_bouldin_score`` (over the non-empty clusters, with their conventions for
-    degenerate partitions), from the clusters' sums: a clustering costs one matrix product
-    instead of their per-cluster distance calls and input checks (2.4 s of an 11 s cluster job).
-
-    Parameters
-    ----------
-    points : ndarray of shape (n_samples, n_dims)
-        Samples in the clustered space.
-    labels : ndarray of shape (n_samples,)
-        Hard labels in ``0..k-1``; at least two clusters and fewer than ``n_samples``
-        non-empty.
-    k : int
-        Number of clusters.
-
-    Returns
-    -------
-    indices : dict of str to float
-        ``sse``, ``calinski_harabasz`` and ``davies_bouldin``.
-    """
-    size = np.bincount(labels, minlength=k)
-    present = np.flatnonzero(size)
-    one_hot = np.eye(k)[labels][:, present]
-    centres = (one_hot.T @ points) / size[present, None]
-    to_centre = np.linalg.norm(points - centres[np.searchsorted(present, labels)], axis=1)
-    sse = float((to_centre**2).sum())
-    between = float((size[present] * ((centres - points.mean(axis=0)) ** 2).sum(axis=1)).sum())
-    used, n_samples = len(present), len(labels)
-    calinski_harabasz = 1.0 if sse == 0 else between * (n_samples - used) / (sse * (used - 1))
-    spread = (one_hot.T @ to_centre) / size[present]
-    centre_distances = np.linalg.norm(centres[:, None] - centres[None], axis=2)
-    if np.allclose(spread, 0) or np.allclose(centre_distances, 0):
-        davies_bouldin = 0.0
-    else:
-        centre_distances[centre_distances == 0] = np.inf
-        ratios = (spread[:, None] + spread[None]) / centre_distances
-        davies_bouldin = float(ratios.max(axis=1).mean())
-    return {"sse": sse, "calinski_harabasz": calinski_harabasz, "davies_bouldin": davies_bouldin}
-
-
-def silhouette_rows(n_samples: int, seed: int) -> np.ndarray:
-    """The samples the silhouette is computed on: all, or a seeded subsample above the limit.
-
-    The subsample's mean silhouette estimates the exact one with a standard error of about
-    sd(s_i) / √:data:`SILHOUETTE_EXACT_LIMIT` (under 0.01 for silhouettes' usual spread;
-    checked against the exact value in the tests). One subsample per fold keeps the runs of a
-    fold comparable.
-
-    Parameters
-    ----------
-    n_samples : int
-    seed : int
-
-    Returns
-    -------
-    ndarray of int
-        Sorted row indices.
-    """
-    if n_samples <= SILHOUETTE_EXACT_LIMIT:
-        return np.arange(n_samples)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_samples, SILHOUETTE_EXACT_LIMIT, replace=False))
-
-
-def closest_distances(groups: list[np.ndarray]) -> np.ndarray:
-    """The smallest Euclidean distance between a point of each group and one of each other.
-
-    Exact, without a distance matrix. For each pair, the line through the two groups' means
-    gives a first answer and a filter: the closest points of each group along it, against
-    every point of the other (:data:`CLOSEST_PROBES` each), bound the answer from above, and a
-    pair of points can only be closer than that bound if their positions along the line are
-    (the projection onto a unit vector shortens every distance). Only the points with a
-    partner that near along the line enter a k-d tree query, within the bound. Clusters that
-    touch, as a partition's do, leave a thin slab on each side; far-apart, tight clusters
-    leave more, and cost more.
-
-    Parameters
-    ----------
-    groups : list of ndarray of shape (n_i, n_dims)
-        The points of each group (cluster).
-
-    Returns
-    -------
-    ndarray of shape (n_groups, n_groups)
-        Symmetric; NaN on the diagonal and where either group is empty.
-    """
-    from scipy.spatial import cKDTree
-    from scipy.spatial.distance import cdist
-
-    distances = np.full((len(groups), len(groups)), np.nan)
-    for a, b in itertools.combinations(range(len(groups)), 2):
-        first, second = groups[a], groups[b]
-        if not len(first) or not len(second):
-            continue
-        direction = second.mean(axis=0) - first.mean(axis=0)
-        length = np.linalg.norm(direction)
-        direction = direction / length if length > 0 else np.eye(first.shape[1])[0]
-        along_first, along_second = first @ direction, second @ direction
-        bound = min(
-            cdist(first[np.argsort(along_first)[-CLOSEST_PROBES:]], second).min(),
-            cdist(second[np.argsort(along_second)[:CLOSEST_PROBES]], first).min(),
+            key = {"algorithm": algorithm, "k": n_clusters, "repeat": repeat}
+            _warn_empty(key, size, values)
+            tables["assignments"].append(_assignment_table(features, key, part, values))
+            cluster_geometry, pair_geometry = geometry(space.points, part)
+            tables["cluster_stats"] += _cluster_rows(
+                key, part, values, size, score, targets, cluster_geometry
+            )
+            tables["pairs"] += [{**key, **pair} for pair in pair_geometry]
+            cv = float(coefficient_of_variation(values))
+            tables["runs"].append(
+                {
+                    **key,
+                    "n_clusters": part.k,
+                    "n_samples": len(features),
+                    "fold_metric": fold_metric,
+                    "cv": cv,
+                    "empty_clusters": int((size == 0).sum()),
+                    "null_cv": null_cv.tolist(),
+                    "null_cv_mean": float(np.nanmean(null_cv)),
+                    # Clusters built from the loss are not exchangeable with the scores.
+                    "p_value": np.nan if error_aware else permutation_p_value(cv, null_cv),
+                    "undefined_clusters": int((np.isnan(values) & (size > 0)).sum()),
+                    "worst_cluster": int(np.nanargmin(values)),
+                    **validity(space.points, part, space.sampled, space.sampled_distances),
+                    "fpc": part.extra.get("fpc", np.nan),
+                    "bic": part.extra.get("bic", np.nan),
+                    "stability_ari": stability[repeat],
+                }
+            )
+        log.info("%s k=%d: %d repeats done", algorithm, n_clusters, repeats)
+        yield FoldClustering(
+            assignments=pd.concat(tables["assignments"], ignore_index=True),
+            cluster_stats=pd.DataFrame(tables["cluster_stats"]),
+            pairs=pd.DataFrame(tables["pairs"]),
+            runs=pd.DataFrame(tables["runs"]),
         )
-        # Slack for rounding: cdist, the projections and the tree each round differently.
-        reach = bound * (1 + 1e-9) + 1e-12
-        near_first = _has_partner_within(along_first, along_second, reach)
-        near_second = _has_partner_within(along_second, along_first, reach)
-        found = cKDTree(second[near_second]).query(
-            first[near_first], k=1, distance_upper_bound=reach
-        )[0]
-        distances[a, b] = distances[b, a] = found.min()
-    return distances
 
 
-def _has_partner_within(positions: np.ndarray, others: np.ndarray, reach: float) -> np.ndarray:
-    """Whether each of ``positions`` has one of ``others`` within ``reach`` (1-d)."""
-    others = np.sort(others)
-    below = np.searchsorted(others, positions - reach, side="left")
-    above = np.searchsorted(others, positions + reach, side="right")
-    return above > below
+def worst_cluster_runs(
+    features: pd.DataFrame,
+    *,
+    metric: ClusterMetric,
+    algorithm: str,
+    k: int,
+    repeats: int,
+    pca_components: int,
+    fcm: dict | None,
+    within: str,
+    error_aware: bool,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The assignments and worst clusters of one k's aligned runs, without the rest of a fold's
+    analysis (geometry, validity, permutation null): what reading the clusters' make-up needs.
 
-
-def match_to_reference(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """New label of each of ``labels``' clusters: the reference cluster it overlaps most.
-
-    Hungarian algorithm (maximum total overlap) on the ``k × k`` contingency table, so the
-    matching is one-to-one.
-
-    Parameters
-    ----------
-    reference : ndarray of shape (n_samples,)
-        Hard labels of the reference run (the first repeat).
-    labels : ndarray of shape (n_samples,)
-        Hard labels of the run to align, same samples in the same order.
-    k : int
-        Number of clusters in both runs.
+    Parameters are those of :func:`fold_space` and :func:`clusterings_by_k`, with a single
+    ``k``.
 
     Returns
     -------
-    new_label_of : ndarray of shape (k,)
-        Permutation for `Partition.relabel`.
+    assignments : DataFrame
+        As :func:`clusterings_by_k`'s, for this k.
+    runs : DataFrame
+        ``algorithm, k, repeat, n_clusters, worst_cluster`` per run, as in :func:`clusterings_by_k`.
     """
-    ref_index, run_index = linear_sum_assignment(contingency(reference, labels, k), maximize=True)
-    new_label_of = np.empty(k, dtype=np.int64)
-    new_label_of[run_index] = ref_index
-    return new_label_of
+    points = clustered_space(features, pca_components, error_aware)
+    groups = features["target"].to_numpy() if within == "class" else None
+    outcome = metric.outcome(features)
+    partitions = aligned_runs(points, groups, algorithm, k, repeats, fcm, seed)
+    assignments, runs = [], []
+    for repeat, part in enumerate(partitions):
+        values, _ = cluster_metrics(part.labels, outcome[0], part.k, metric, outcome[1])
+        key = {"algorithm": algorithm, "k": k, "repeat": repeat}
+        assignments.append(_assignment_table(features, key, part, values))
+        runs.append({**key, "n_clusters": part.k, "worst_cluster": int(np.nanargmin(values))})
+    return pd.concat(assignments, ignore_index=True), pd.DataFrame(runs)
 
 
-def canonical_labels(size: np.ndarray) -> np.ndarray:
-    """New label of each cluster so that cluster 0 is the largest (ties: lower label first).
+def _warn_empty(key: dict, size: np.ndarray, values: np.ndarray) -> None:
+    undefined = np.flatnonzero(np.isnan(values) & (size > 0))
+    if len(undefined):
+        log.warning(
+            "%s k=%d repeat %d: cluster(s) %s hold one class only, so their metric is "
+            "undefined; CV over the other %d clusters",
+            key["algorithm"],
+            key["k"],
+            key["repeat"],
+            undefined.tolist(),
+            int(np.isfinite(values).sum()),
+        )
+    empty = np.flatnonzero(size == 0)
+    if len(empty):
+        log.warning(
+            "%s k=%d repeat %d: cluster(s) %s empty (no sample has its highest membership "
+            "there); CV over the other %d clusters",
+            key["algorithm"],
+            key["k"],
+            key["repeat"],
+            empty.tolist(),
+            len(size) - len(empty),
+        )
 
-    The numbering never looks at the clusters' outcomes: numbering them by their measured
-    metric (as cluster 0 = best) would make "cluster 0" the one whose estimate is highest
-    by chance, and its estimate and interval would carry that winner's curse. Empty clusters
-    come last.
+
+def _assignment_table(
+    features: pd.DataFrame, key: dict, part: Partition, metric: np.ndarray
+) -> pd.DataFrame:
+    """Each sample's hard cluster, its top membership and its membership of the worst cluster."""
+    return pd.DataFrame(
+        {
+            "sample_id": features["sample_id"].to_numpy(),
+            **key,
+            "cluster": part.labels,
+            "membership": part.membership.max(axis=1),
+            "worst_membership": part.membership[:, int(np.nanargmin(metric))],
+        }
+    )
+
+
+def _cluster_rows(
+    key: dict,
+    part: Partition,
+    metric: np.ndarray,
+    size: np.ndarray,
+    score: np.ndarray,
+    targets: np.ndarray | None,
+    cluster_geometry: list[dict],
+) -> list[dict]:
+    return [
+        {
+            **key,
+            "cluster": c,
+            "size": int(size[c]),
+            "empty": bool(size[c] == 0),
+            "undefined": bool(size[c] > 0 and np.isnan(metric[c])),
+            "classes_present": (
+                -1 if targets is None else len(np.unique(targets[part.labels == c]))
+            ),
+            "size_pct": 100.0 * size[c] / len(part.labels),
+            "score_sum": float(score[part.labels == c].sum()),
+            "metric": float(metric[c]),
+            "centroid": part.centers[c].tolist(),
+            **cluster_geometry[c],
+        }
+        for c in range(part.k)
+    ]
+
+
+def check_k_fits(k: list[int], n_samples: int, where: str) -> None:
+    """Raise unless every k is smaller than the ``n_samples`` of the fold in ``where``.
 
     Parameters
     ----------
-    size : ndarray of shape (k,)
-        Number of samples in each cluster.
+    k : list of int
+        The configured cluster numbers (``clustering.k``).
+    n_samples : int
+        Held-out samples of the fold.
+    where : str
+        The fold's features path, named in the error.
 
-    Returns
-    -------
-    new_label_of : ndarray of shape (k,)
-        Rank of each cluster, a permutation for `Partition.relabel`.
+    Raises
+    ------
+    HetcvError
+        If ``max(k) >= n_samples``.
     """
-    order = np.argsort(-np.asarray(size), kind="stable")
-    new_label_of = np.empty(len(order), dtype=np.int64)
-    new_label_of[order] = np.arange(len(order))
-    return new_label_of
+    if max(k) >= n_samples:
+        raise HetcvError(
+            f"clustering.k: k={max(k)} is not smaller than the held-out fold "
+            f"({n_samples} samples) of {where}"
+        )
+
+
+def run_cluster_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The cluster rule: one sample size's folds, each with every algorithm, k and repeat.
+
+    One job per (dataset, n) rather than per fold: a job's start-up (interpreter, Snakemake's
+    preamble, scikit-learn's import) costs about 2 s, more than clustering a small fold. Each
+    fold is still analysed on its own, with its own seed, exactly as a job of its own would.
+    A fold's space, silhouette sample and permutation null are computed once for all the
+    algorithms; assignments are written a k at a time, so that memory holds one k's rows, not
+    a large fold's ``n × k's × repeats``.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``features`` (one held-out features table per fold, in the order of ``folds``) and
+        ``manifest`` (its targets give the dataset-wide NRMSE normaliser and class list).
+    outputs : dict
+        ``fold_assignments``, ``fold_cluster_stats``, ``fold_cluster_pairs`` and
+        ``fold_cluster_runs`` (:data:`hetcv.paths.FOLD_TABLES`): Parquet paths, one per
+        algorithm, in the order of ``clustering["algorithms"]``; each holds every fold, with
+        ``n`` and ``fold`` columns.
+    params : dict
+        ``n``, ``folds``, ``metric``, ``nrmse_normalizer`` and ``clustering``: the keyword
+        arguments of :func:`fold_space` and :func:`clusterings_by_k`, with ``algorithms`` for
+        ``algorithm`` and
+        ``seeds`` (one per fold) for ``seed``.
+    """
+    clustering = params["clustering"]
+    targets = pd.read_parquet(inputs["manifest"], columns=["target"])["target"].to_numpy()
+    metric = dataset_metric(params["metric"], targets, params["nrmse_normalizer"])
+    shared = ("pca_components", "within", "error_aware", "null_permutations")
+    algorithms = clustering["algorithms"]
+    settings = {key: clustering[key] for key in shared}
+    collected = {algorithm: {name: [] for name in CLUSTER_TABLES[1:]} for algorithm in algorithms}
+    with ExitStack() as files:
+        write_assignments = [
+            files.enter_context(parquet_parts(path)) for path in outputs["fold_assignments"]
+        ]
+        for path, fold, seed in zip(
+            inputs["features"], params["folds"], clustering["seeds"], strict=True
+        ):
+            table = pd.read_parquet(path)
+            check_k_fits(clustering["k"], len(table), path)
+            space = fold_space(table, metric=metric, **settings, seed=seed)
+            fold_keys = {"n": params["n"], "fold": fold}
+            for algorithm, write in zip(algorithms, write_assignments, strict=True):
+                for part in clusterings_by_k(
+                    table,
+                    space,
+                    metric=metric,
+                    algorithm=algorithm,
+                    k=clustering["k"],
+                    repeats=clustering["repeats"],
+                    fcm=clustering["fcm"] if algorithm == "fcm" else None,
+                    error_aware=clustering["error_aware"],
+                    seed=seed,
+                ):
+                    write(part.assignments.assign(**fold_keys))
+                    for name, frames in collected[algorithm].items():
+                        frames.append(getattr(part, name).assign(**fold_keys))
+        for position, algorithm in enumerate(algorithms):
+            for name, frames in collected[algorithm].items():
+                write_parquet(
+                    pd.concat(frames, ignore_index=True), outputs[OUTPUT_OF[name]][position]
+                )

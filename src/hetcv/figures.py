@@ -13,9 +13,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hetcv.columns import NULL_SETTING
-from hetcv.io import atomic_path
-from hetcv.metrics import LABEL
+from hetcv.figure_style import as_plotted, metric_label, new_figure, sample_size_axis, save_figures
+from hetcv.io import read_tables
 from hetcv.stats import PAPER_CV_GUIDELINE
 from hetcv.tables import select
 
@@ -34,95 +33,6 @@ VALIDITY_PANELS = {
     "fpc": "Fuzzy partition coefficient (fcm)",
     "stability_ari": "Stability: mean ARI between repeats",
 }
-
-
-def new_figure(style: dict, columns: int = 1, rows: int = 1):
-    """A figure and its grid of axes, each panel ``style['width'] × style['height']`` inches.
-
-    Figures are made without pyplot, so no backend is chosen or needed, and none stays
-    registered after it is saved. Sets seaborn's ``whitegrid`` theme.
-
-    Parameters
-    ----------
-    style : dict
-        The ``report`` config section: ``dpi``, ``width``, ``height`` and ``palette``.
-    columns, rows : int, default 1
-        Shape of the panel grid.
-
-    Returns
-    -------
-    figure : Figure
-    axes : ndarray of Axes of shape (rows, columns)
-    """
-    sns.set_theme(style="whitegrid", context="notebook")
-    figure = Figure(figsize=(style["width"] * columns, style["height"] * rows))
-    return figure, figure.subplots(rows, columns, squeeze=False)
-
-
-def save(figure: Figure, png: str, pdf: str, style: dict) -> None:
-    """Write the figure as PNG (at ``style['dpi']``) and PDF, atomically, tightly cropped.
-
-    Parameters
-    ----------
-    figure : Figure
-        What to write.
-    png, pdf : str
-        Destination paths; each file's format is taken from its extension.
-    style : dict
-        Only ``dpi`` is read, for the PNG.
-    """
-    for path, options in ((png, {"dpi": style["dpi"]}), (pdf, {})):
-        with atomic_path(path) as temporary:
-            figure.savefig(
-                temporary, format=str(path).rsplit(".", 1)[1], bbox_inches="tight", **options
-            )
-
-
-def metric_label(metric: str) -> str:
-    """The plotted axis: the classification metric, or the paper's error NRMSE = 1 − metric.
-
-    Parameters
-    ----------
-    metric : str
-        The metric's name (:data:`hetcv.metrics.METRICS`).
-
-    Returns
-    -------
-    label : str
-        E.g. ``"test accuracy"``, ``"test AUROC"`` or ``"test NRMSE (1 − metric)"``.
-    """
-    return "test NRMSE (1 − metric)" if metric == "nrmse" else f"test {LABEL[metric]}"
-
-
-def as_plotted(values, metric: str):
-    """The classification metric as stored; the error NRMSE = 1 − metric (the paper).
-
-    Parameters
-    ----------
-    values : float, ndarray or Series
-        Metric values as stored (e.g. accuracy, or 1 − NRMSE).
-    metric : str
-        The metric's name; only ``nrmse`` is converted.
-
-    Returns
-    -------
-    plotted : same type as ``values``
-    """
-    return 1.0 - values if metric == "nrmse" else values
-
-
-def sample_size_axis(axis, sizes) -> None:
-    """Label the x axis with the sample sizes, placed at positions 0, 1, 2, ….
-
-    Parameters
-    ----------
-    axis : Axes
-        Panel whose x axis is labelled.
-    sizes : sequence of int
-        Sample sizes in plotting order.
-    """
-    axis.set_xticks(range(len(sizes)), [str(n) for n in sizes])
-    axis.set_xlabel("sample size n")
 
 
 def cluster_bands(axis, rows, centre, low, high, style) -> dict:
@@ -474,223 +384,6 @@ def figure_validity(validity, style, dataset) -> Figure:
     return figure
 
 
-def figure_scatter(points_by_n: dict, style, dataset, selected) -> Figure:
-    """2-D PCA of one fold per sample size, coloured by cluster, errors marked with ×.
-
-    Parameters
-    ----------
-    points_by_n : dict of int to DataFrame
-        Per n, fold 0's held-out samples with columns ``pc1, pc2, cluster, error`` (bool).
-    style : dict
-        Width and height per panel and the cluster palette (`new_figure`).
-    dataset : str
-        Shown in the suptitle with the clustering.
-    selected : dict
-        The clustering the labels come from, for the suptitle only.
-
-    Returns
-    -------
-    figure : Figure
-        One panel per sample size, in increasing n.
-    """
-    sizes = sorted(points_by_n)
-    figure, axes = new_figure(style, columns=len(sizes))
-    colours = sns.color_palette(
-        style["palette"], max(int(p["cluster"].max()) for p in points_by_n.values()) + 1
-    )
-    for axis, n in zip(axes.flat, sizes, strict=True):
-        points = points_by_n[n]
-        for cluster, group in points.groupby("cluster"):
-            colour = colours[int(cluster)]
-            right = group[~group["error"]]
-            wrong = group[group["error"]]
-            axis.scatter(
-                right["pc1"],
-                right["pc2"],
-                s=12,
-                color=colour,
-                alpha=0.7,
-                label=f"cluster {cluster}",
-            )
-            axis.scatter(wrong["pc1"], wrong["pc2"], s=40, color=colour, marker="x", linewidths=1.5)
-        axis.set_title(f"n = {n}, fold 0")
-        axis.set_xlabel("PC 1")
-        axis.set_ylabel("PC 2")
-    axes.flat[0].scatter([], [], marker="x", color="black", label="error")
-    axes.flat[0].legend(fontsize="x-small")
-    figure.suptitle(
-        f"{dataset}: held-out samples in PCA space ({selected['algorithm']}, "
-        f"k = {selected['k']}); × = error"
-    )
-    figure.tight_layout()
-    return figure
-
-
-def figure_gallery(rows: list[dict], dataset: str, n: int) -> Figure:
-    """For each cluster: its most typical images (left) and its worst errors (right).
-
-    Parameters
-    ----------
-    rows : list of dict
-        Per cluster ``{"cluster", "metric", "size_pct", "typical": [images],
-        "worst": [images]}``, images as 2-D uint8 (grey) or ``(3, H, W)`` arrays.
-    dataset : str
-        Title prefix.
-    n : int
-        Sample size the clusters come from, for the title.
-
-    Returns
-    -------
-    figure : Figure
-        One row of thumbnails per cluster.
-    """
-    per_side = max(max(len(r["typical"]), len(r["worst"])) for r in rows)
-    figure = Figure(figsize=(0.9 * (2 * per_side + 1), 1.1 * len(rows) + 0.6))
-    axes = figure.subplots(len(rows), 2 * per_side + 1, squeeze=False)
-    for row_axes, row in zip(axes, rows, strict=True):
-        for axis in row_axes:
-            axis.axis("off")
-        for i, image in enumerate(row["typical"]):
-            show_image(row_axes[i], image)
-        for i, image in enumerate(row["worst"]):
-            show_image(row_axes[per_side + 1 + i], image)
-        row_axes[0].set_title(
-            f"cluster {row['cluster']}: metric {row['metric']:.2f}, {row['size_pct']:.0f} %",
-            fontsize="small",
-            loc="left",
-        )
-    figure.suptitle(
-        f"{dataset}, n = {n}: left, most typical images of each cluster (highest "
-        "membership); right, its worst errors",
-        fontsize="medium",
-    )
-    figure.tight_layout()
-    return figure
-
-
-def show_image(axis, image: np.ndarray) -> None:
-    """Draw one image: colour channels-last, greyscale on a fixed 0–255 grey map.
-
-    Parameters
-    ----------
-    axis : Axes
-        Target panel.
-    image : ndarray of shape (3, H, W) or (H, W)
-        uint8 pixels, channels first when in colour.
-    """
-    if image.ndim == 3:
-        axis.imshow(np.moveaxis(image, 0, -1))
-    else:
-        axis.imshow(image, cmap="gray", vmin=0, vmax=255)
-
-
-def figure_subgroups(shares: pd.DataFrame, style, dataset) -> Figure:
-    """Heat map of subgroup share (%) per cluster, one panel per sample size.
-
-    Parameters
-    ----------
-    shares : DataFrame
-        ``n, subgroup, cluster, share`` (percent of the cluster's samples); absent
-        combinations are drawn as 0.
-    style : dict
-        Size of each heat-map panel; see `new_figure`.
-    dataset : str
-        Named in the suptitle.
-
-    Returns
-    -------
-    figure : Figure
-        Subgroups as rows and clusters as columns of each heat map.
-    """
-    sizes = sorted(shares["n"].unique())
-    figure, axes = new_figure(style, columns=len(sizes))
-    for axis, n in zip(axes.flat, sizes, strict=True):
-        grid = (
-            shares[shares["n"] == n]
-            .pivot(index="subgroup", columns="cluster", values="share")
-            .reindex(
-                index=sorted(shares["subgroup"].unique()),
-                columns=sorted(shares["cluster"].unique()),
-            )
-            .fillna(0.0)
-        )
-        sns.heatmap(
-            grid,
-            annot=True,
-            fmt=".0f",
-            cmap="rocket_r",
-            cbar=False,
-            ax=axis,
-            annot_kws={"fontsize": "x-small"},
-        )
-        axis.grid(False)
-        axis.set_title(f"n = {n}")
-    figure.suptitle(f"{dataset}: share of each subgroup in each cluster (% of the cluster)")
-    figure.tight_layout()
-    return figure
-
-
-def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
-    """The slice-discovery benchmark: precision@10 per setting and the null's rejections.
-
-    Left: each method's precision@10 on the test digit per planted setting, the mean over
-    seeds with its 95 % t interval; right: the share of seeds in which each method's worst
-    slice is significantly worse on the held-out half, per setting (with nothing planted, the
-    false-positive rate; the dashed line is 5 %).
-
-    Parameters
-    ----------
-    table : DataFrame
-        :func:`hetcv.validation.scored_table`: ``setting, draw, method, precision_at_10,
-        significant``.
-    style : dict
-        Report style, for two panels side by side.
-
-    Returns
-    -------
-    figure : Figure
-    """
-    from scipy import stats
-
-    figure, axes = new_figure(style, columns=2)
-    recovery_axis, null_axis = axes[0]
-    settings = list(dict.fromkeys(table["setting"]))
-    planted = [s for s in settings if s != NULL_SETTING]
-    methods = list(dict.fromkeys(table["method"]))
-    colours = dict(zip(methods, sns.color_palette(style["palette"], len(methods)), strict=True))
-    width = 0.8 / len(methods)
-    for offset, method in enumerate(methods):
-        rows = table[table["method"] == method]
-        grouped = rows.groupby("setting")["precision_at_10"]
-        mean = grouped.mean().reindex(planted)
-        count = grouped.count().reindex(planted)
-        spread = grouped.std().reindex(planted)
-        half = stats.t.ppf(0.975, np.maximum(count - 1, 1)) * spread / np.sqrt(count)
-        positions = np.arange(len(planted)) + (offset - (len(methods) - 1) / 2) * width
-        recovery_axis.errorbar(
-            positions, mean, yerr=half, fmt="o", color=colours[method], label=method, capsize=2
-        )
-        rate = rows.groupby("setting")["significant"].mean().reindex(settings)
-        null_axis.bar(
-            np.arange(len(settings)) + (offset - (len(methods) - 1) / 2) * width,
-            rate,
-            width,
-            color=colours[method],
-        )
-    recovery_axis.set_xticks(range(len(planted)), planted, rotation=30)
-    recovery_axis.set_ylim(-0.05, 1.05)
-    recovery_axis.set_ylabel("precision@10 for the planted group")
-    recovery_axis.set_title("Test digit, mean over seeds (95 % CI)")
-    recovery_axis.legend(fontsize="x-small")
-    null_axis.axhline(0.05, color="grey", linestyle="--", linewidth=0.8)
-    null_axis.set_xticks(range(len(settings)), settings, rotation=30)
-    null_axis.set_ylim(0, 1.05)
-    null_axis.set_ylabel("share of seeds with a significant slice")
-    null_axis.set_title("Held-out significance (p < 0.05)")
-    figure.tight_layout()
-    return figure
-
-
 def figure_metadata(profile: pd.DataFrame, style: dict, dataset: str) -> Figure:
     """What each cluster holds at the largest n: one panel per metadata column.
 
@@ -771,7 +464,7 @@ def figure_planning(
     Parameters
     ----------
     planning : DataFrame
-        ``planning.parquet`` (:func:`hetcv.planning.planning_table`), with its curve lists.
+        ``planning.parquet`` (:func:`hetcv.plan.planning_table`), with its curve lists.
     fold_cv : DataFrame
         ``fold_cv.parquet``: the fold-level points.
     selected : dict
@@ -817,81 +510,36 @@ def figure_planning(
     return figure
 
 
-SLICE_IMAGES = 6
-
-
-def figure_slices(
-    summary: pd.DataFrame,
-    images_by_slice: dict[int, list[np.ndarray]],
-    method: str,
-    style: dict,
-    dataset: str,
-) -> Figure:
-    """The held-out gap of each method's worst slice, and the top slices' images.
+def run_figures_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The figures rule: Figures 2–5 and the cluster-number exploration (``validity``).
 
     Parameters
     ----------
-    summary : DataFrame
-        The slices summary (:func:`hetcv.slices.dataset_slices`) at one n: ``method, slice,
-        size, metric, gap, gap_low, gap_high, p_value, outcome_defined``.
-    images_by_slice : dict of int to list of ndarray
-        For ``method``'s ranked slices, their highest-scoring members' images; empty for a
-        features source.
-    method : str
-        ``slices.method``, the method the images show.
-    style : dict
-        The report style.
-    dataset : str
-        Title prefix.
-
-    Returns
-    -------
-    Figure
-        Top: one bar per method (gap with its 95 % CI, hatched where outcome-defined); below,
-        one row of images per slice of ``method``.
+    inputs : dict
+        The summary tables ``cv``, ``cluster_stats``, ``fold_cv``, ``correlation``,
+        ``validity``, ``metadata`` and ``planning``.
+    outputs : dict
+        ``{fig2,fig3,fig4,fig5,validity,metadata,planning}_{png,pdf}``.
+    params : dict
+        ``dataset``, ``task``, ``metric``, ``selected`` and ``style`` (the ``report`` config).
     """
-    worst = summary[summary["slice"] == 0].sort_values("gap")
-    rows = len(images_by_slice)
-    figure = Figure(figsize=(style["width"], style["height"] + 1.0 * rows), layout="constrained")
-    grid = figure.add_gridspec(1 + rows, SLICE_IMAGES, height_ratios=[3] + [1] * rows)
-    axis = figure.add_subplot(grid[0, :])
-    positions = np.arange(len(worst))
-    axis.barh(
-        positions,
-        100 * worst["gap"],
-        xerr=100 * np.vstack([worst["gap"] - worst["gap_low"], worst["gap_high"] - worst["gap"]]),
-        color=["0.8" if outcome else "C0" for outcome in worst["outcome_defined"]],
-        hatch=None,
-        capsize=3,
+    names = ("cv", "cluster_stats", "fold_cv", "correlation", "validity", "metadata", "planning")
+    summary = read_tables(inputs, names)
+    dataset, metric, selected, style = (
+        params[k] for k in ("dataset", "metric", "selected", "style")
     )
-    for position, row in zip(positions, worst.itertuples(), strict=True):
-        if row.outcome_defined:
-            axis.patches[position].set_hatch("//")
-    axis.axvline(0, color="0.3", linewidth=0.8)
-    axis.set_yticks(
-        positions,
-        [
-            f"{row.method}{' (outcome-defined)' if row.outcome_defined else ''}"
-            for row in worst.itertuples()
-        ],
-        fontsize="small",
-    )
-    axis.set_xlabel("held-out failure gap of the worst slice to the rest (points, 95 % CI)")
-    n = int(summary["n"].iloc[0])
-    axis.set_title(f"{dataset}, n = {n}: where it hurts (cross-fitted)", fontsize="medium")
-    shown = summary[summary["method"] == method].set_index("slice")
-    for row, (rank, images) in enumerate(sorted(images_by_slice.items()), start=1):
-        for column in range(SLICE_IMAGES):
-            panel = figure.add_subplot(grid[row, column])
-            panel.axis("off")
-            if column < len(images):
-                show_image(panel, images[column])
-        slice_row = shown.loc[rank]
-        figure.axes[-SLICE_IMAGES].set_title(
-            f"{method} slice {rank}: {slice_row['size']:.0f} per fold, metric "
-            f"{slice_row['metric']:.2f}, gap {100 * slice_row['gap']:+.1f} points "
-            f"(p {slice_row['p_value']:.2g})",
-            fontsize="small",
-            loc="left",
-        )
-    return figure
+    clusters, cv = summary["cluster_stats"], summary["cv"]
+    made = {
+        "fig2": figure2(clusters, cv, selected, metric, style, dataset),
+        "fig3": figure3(clusters, selected, style, dataset),
+        "fig4": figure4(cv, selected, style, dataset),
+        "fig5": figure5(
+            cv, summary["fold_cv"], summary["correlation"], selected, metric, style, dataset
+        ),
+        "validity": figure_validity(summary["validity"], style, dataset),
+        "metadata": figure_metadata(summary["metadata"], style, dataset),
+        "planning": figure_planning(
+            summary["planning"], summary["fold_cv"], selected, metric, style, dataset
+        ),
+    }
+    save_figures(made, outputs, params["style"])

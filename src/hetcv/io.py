@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hetcv.errors import HetcvError
 
@@ -71,8 +73,6 @@ def parquet_parts(path: str | os.PathLike) -> Iterator[Callable[[pd.DataFrame], 
     write : callable
         ``write(frame)`` appends ``frame`` (without its index).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     writer = None
     with atomic_path(path) as temporary:
@@ -122,3 +122,13 @@ def optional_file(named: str | list[str]) -> str | None:
     if isinstance(named, str):
         return named
     return named[0] if named else None
+
+
+def read_tables(paths: dict[str, str], names) -> dict[str, pd.DataFrame]:
+    """The Parquet files ``paths[name]`` for each of ``names``, read, by name."""
+    return {name: pd.read_parquet(paths[name]) for name in names}
+
+
+def read_per_sample(path: str) -> pd.DataFrame:
+    """A per-sample CSV with ``sample_id`` as text: ids such as RSNA's ``1377`` stay ids."""
+    return pd.read_csv(path, dtype={"sample_id": str})

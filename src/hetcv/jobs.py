@@ -5,7 +5,7 @@ function has the same signature, ``run_x_job(inputs, outputs, params)``:
 
 - ``inputs`` and ``outputs`` map the rule's input and output names to a path (``str``) or,
   for a list-valued name, a list of paths;
-- ``params`` is the rule's config slice (:func:`hetcv.study.rule_params`, which also holds
+- ``params`` is the rule's config slice (:func:`hetcv.params.rule_params`, which also holds
   the wildcard values the job needs, typed) plus ``threads``, the cores Snakemake gave the
   job. ``threads`` is not a Snakemake param, so running with more cores reruns nothing.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 
 from hetcv.errors import one_line_errors
@@ -51,7 +52,7 @@ def run_from_snakemake(snakemake, job: Job) -> None:
     ----------
     snakemake : snakemake.script.Snakemake
         The object Snakemake injects into a rule's script; its rule declares ``log`` and one
-        param, ``settings``, the canonical JSON of :func:`hetcv.study.rule_params`.
+        param, ``settings``, the canonical JSON of :func:`hetcv.params.rule_params`.
     job : callable
         ``run_x_job(inputs, outputs, params)``.
     """
@@ -59,3 +60,14 @@ def run_from_snakemake(snakemake, job: Job) -> None:
     params = {**json.loads(snakemake.params.settings), "threads": snakemake.threads}
     with one_line_errors():
         job(named_files(snakemake.input), named_files(snakemake.output), params)
+
+
+def stop_rescheduling_timers() -> None:
+    """Cancel every pending ``threading.Timer`` (the Snakefile's onsuccess and onerror handlers).
+
+    Snakemake 9's scheduler re-runs on such timers (the only ones in its process), which would
+    keep it alive up to one rate-limit timespan after the workflow has ended.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()

@@ -1,261 +1,67 @@
-"""Multi-label findings (``task: multilabel``): one model, one analysis per label.
-
-A multi-label dataset (chest X-rays with 14 findings, say) trains one network with one
-sigmoid output per label (or brings its own model's table). Its held-out table holds, per
-label ``L``, ``target_L`` (0/1), ``probability_L`` and ``correct_L`` (at 0.5). The analysis
-then runs on **views** of that table, each an ordinary dataset of the workflow:
-
-- ``<dataset>@<label>``: the binary task of one label (target, its probability, correct at
-  0.5, its cross-entropy), so every statistic, slice, figure and table is that label's, with
-  the study's ``metric.classification`` (accuracy at 0.5 or AUROC);
-- ``<dataset>@macro``: each sample's share of labels predicted right at 0.5, a ``score``
-  task; its per-cluster mean is the macro mean of the labels' accuracies.
-
-Every view of a dataset is clustered with the parent's seeds, so that all labels are read on
-the same clusters. :func:`hetcv.label_summary.labels_summary` then puts the labels side by
-side with Holm's adjustment over every label and sample size.
-"""
+"""The labels of a multi-label dataset side by side, Holm-adjusted over labels and sizes."""
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pandas as pd
 
-from hetcv.columns import feature_columns
-from hetcv.errors import HetcvError
-
-MACRO = "macro"
-SEPARATOR = "@"
+from hetcv.io import write_parquet
+from hetcv.label_names import MACRO
+from hetcv.stats import SIGNIFICANCE, holm
 
 
-def label_key(label: str) -> str:
-    """A label's name as a column suffix and a path part: anything but ``[A-Za-z0-9_.-]`` → ``_``.
+def labels_summary(cv: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The labels side by side: each view's selected CV rows, Holm over labels and sizes.
 
     Parameters
     ----------
-    label : str
-        The label column's name in the source (``Pleural Effusion``).
-
-    Returns
-    -------
-    str
-        ``Pleural_Effusion``.
-    """
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(label)).strip("_") or "label"
-
-
-def view_name(dataset: str, key: str) -> str:
-    """The view dataset of one label (or :data:`MACRO`): ``chest@Pleural_Effusion``."""
-    return f"{dataset}{SEPARATOR}{key}"
-
-
-def label_keys(labels: list[str], where: str) -> list[str]:
-    """The keys of a dataset's labels, checked to be distinct and not :data:`MACRO`.
-
-    Parameters
-    ----------
-    labels : list of str
-        ``target_columns``.
-    where : str
-        The config key, for errors.
-
-    Returns
-    -------
-    list of str
-
-    Raises
-    ------
-    HetcvError
-        When two labels share a key or one is named ``macro``.
-    """
-    keys = [label_key(label) for label in labels]
-    for key, label in zip(keys, labels, strict=True):
-        if keys.count(key) > 1:
-            raise HetcvError(f"{where}: labels {labels} give the name {key!r} twice")
-        if key == MACRO:
-            raise HetcvError(f"{where}: a label may not be called {label!r} (the macro view's)")
-    return keys
-
-
-def validate_labels(manifest: pd.DataFrame, labels: list[str], where: str) -> pd.DataFrame:
-    """Each label column as ``target_<key>`` (0/1), and ``target`` the samples' label set.
-
-    Parameters
-    ----------
-    manifest : DataFrame
-        ``sample_id`` and the label columns, as the source names them.
-    labels : list of str
-        ``target_columns``.
-    where : str
-        The source, for errors.
+    cv : dict of str to DataFrame
+        Label key (and :data:`MACRO`) → that view's ``cv.parquet``.
 
     Returns
     -------
     DataFrame
-        The label columns replaced by ``target_<key>`` int64 columns, and ``target`` the
-        comma-joined 0/1 pattern (which splits stratify on).
-
-    Raises
-    ------
-    HetcvError
-        Naming the row, sample and column, for a value that is not 0 or 1 (booleans and
-        ``"0"``/``"1"`` are accepted), and naming the label when it has one class only.
+        One row per (label, n) of the selected clustering: ``label, n, test_metric, cv,
+        debiased_cv`` with its CI, ``p_value, p_calibrated``, their Holm adjustment over
+        every label and size (``p_holm_labels``, ``p_holm_calibrated_labels``; the macro
+        view is not in that family, being made of the labels), and ``beyond_noise``
+        (``p_holm_labels`` < 0.05).
     """
-    manifest = manifest.copy()
-    codes = []
-    for label, key in zip(labels, label_keys(labels, where), strict=True):
-        raw = manifest.pop(label)
-        values = pd.to_numeric(raw.replace({True: 1, False: 0}), errors="coerce")
-        bad = ~values.isin([0, 1]).to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise HetcvError(
-                f"{where}: row {row} (sample {manifest['sample_id'].iloc[row]!r}): label column "
-                f"{label!r} is {raw.tolist()[row]!r}, not 0 or 1"
-            )
-        values = values.astype(np.int64)
-        if values.nunique() < 2:
-            raise HetcvError(f"{where}: label {label!r} has one class only ({int(values.iloc[0])})")
-        manifest[f"target_{key}"] = values.to_numpy()
-        codes.append(values.astype(str).to_numpy())
-    manifest["target"] = [",".join(pattern) for pattern in zip(*codes, strict=True)]
-    return manifest
+    columns = ["n", "test_metric", "cv", "debiased_cv", "debiased_cv_ci_low"]
+    columns += ["debiased_cv_ci_high", "p_value", "p_calibrated"]
+    rows = []
+    for key, table in cv.items():
+        chosen = table[table["role"] == "selected"]
+        present = [c for c in columns if c in chosen]
+        rows.append(chosen[present].assign(label=key))
+    summary = pd.concat(rows, ignore_index=True)
+    labels = summary["label"] != MACRO
+    for source, target in (
+        ("p_value", "p_holm_labels"),
+        ("p_calibrated", "p_holm_calibrated_labels"),
+    ):
+        summary[target] = np.nan
+        if source in summary:
+            summary.loc[labels, target] = holm(summary.loc[labels, source].to_numpy(np.float64))
+    summary["beyond_noise"] = summary["p_holm_labels"] < SIGNIFICANCE
+    leading = ["label", "n"]
+    return summary[leading + [c for c in summary.columns if c not in leading]]
 
 
-def label_columns(table: pd.DataFrame) -> list[str]:
-    """The label keys of a multi-label table, in its column order (``target_<key>``)."""
-    return [c.removeprefix("target_") for c in table.columns if c.startswith("target_")]
-
-
-def label_view(held_out: pd.DataFrame, key: str, where: str) -> pd.DataFrame:
-    """One label's view of a multi-label held-out table: a binary classification table.
-
-    Parameters
-    ----------
-    held_out : DataFrame
-        One (n, fold)'s multi-label rows: ``sample_id, n, fold``, ``target_<key>``,
-        ``probability_<key>`` and the embedding.
-    key : str
-        The label.
-    where : str
-        What errors name (dataset, n and fold).
-
-    Returns
-    -------
-    DataFrame
-        ``sample_id, n, fold, target, prediction, predicted_label, correct, loss,
-        probability_0, probability_1`` and the embedding, as training a binary model writes.
-
-    Raises
-    ------
-    HetcvError
-        When the fold's held-out samples hold one class of the label only (its AUROC, and
-        what its clusters' errors mean, are then undefined).
-    """
-    target = held_out[f"target_{key}"].to_numpy(np.int64)
-    if len(np.unique(target)) < 2:
-        raise HetcvError(
-            f"{where}: label {key!r} has one class only ({int(target[0])}) among the held-out "
-            "samples; use fewer folds or larger sample sizes"
-        )
-    probability = np.clip(held_out[f"probability_{key}"].to_numpy(np.float64), 0.0, 1.0)
-    predicted = (probability >= 0.5).astype(np.int64)
-    picked = np.where(target == 1, probability, 1 - probability)
-    table = pd.DataFrame(
-        {
-            "sample_id": held_out["sample_id"].to_numpy(),
-            "n": held_out["n"].to_numpy(),
-            "fold": held_out["fold"].to_numpy(),
-            "target": target,
-            "prediction": probability,
-            "predicted_label": predicted,
-            "correct": predicted == target,
-            "loss": -np.log(np.clip(picked, 1e-12, None)),
-            "probability_0": 1 - probability,
-            "probability_1": probability,
-        }
-    )
-    return pd.concat([table, held_out[feature_columns(held_out.columns)]], axis=1)
-
-
-def macro_view(held_out: pd.DataFrame) -> pd.DataFrame:
-    """The macro view: each sample's share of labels predicted right at 0.5 (a score task).
-
-    Parameters
-    ----------
-    held_out : DataFrame
-        One (n, fold)'s multi-label rows with ``correct_<key>`` for every label.
-
-    Returns
-    -------
-    DataFrame
-        ``sample_id, n, fold, target`` (the share), ``prediction`` (NaN), ``score`` (the
-        share), ``loss`` (1 − share) and the embedding.
-    """
-    keys = label_columns(held_out)
-    share = np.mean([held_out[f"correct_{key}"].to_numpy(np.float64) for key in keys], axis=0)
-    table = pd.DataFrame(
-        {
-            "sample_id": held_out["sample_id"].to_numpy(),
-            "n": held_out["n"].to_numpy(),
-            "fold": held_out["fold"].to_numpy(),
-            "target": share,
-            "prediction": np.nan,
-            "score": share,
-            "loss": 1.0 - share,
-        }
-    )
-    return pd.concat([table, held_out[feature_columns(held_out.columns)]], axis=1)
-
-
-def view_manifest(manifest: pd.DataFrame, key: str) -> pd.DataFrame:
-    """A view's manifest: the parent's, its ``target`` the label's (the macro view: the count
-    of positive labels), and the other label columns dropped."""
-    labels = [c for c in manifest.columns if c.startswith("target_")]
-    target = (
-        manifest[labels].sum(axis=1).astype(np.float64)
-        if key == MACRO
-        else manifest[f"target_{key}"].astype(np.int64)
-    )
-    return manifest.drop(columns=[*labels, "target"]).assign(target=target.to_numpy())
-
-
-def run_label_manifest_job(inputs: dict, outputs: dict, params: dict) -> None:
-    """The label_manifest rule: a view's manifest from its multi-label dataset's.
+def run_labels_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The labels rule: every view's ``cv.parquet`` of one multi-label dataset, side by side.
 
     Parameters
     ----------
     inputs : dict
-        ``manifest``: the multi-label dataset's.
+        ``cv``: the views' ``cv.parquet``, in the order of ``params["labels"]``.
     outputs : dict
-        ``manifest``: the view's.
+        ``labels`` (``summary/labels.parquet``).
     params : dict
-        ``label``: the view's label key, or ``macro``.
+        ``labels``: the views' label keys (and ``macro``).
     """
-    from hetcv.io import write_parquet
 
-    manifest = pd.read_parquet(inputs["manifest"])
-    write_parquet(view_manifest(manifest, params["label"]), outputs["manifest"])
-
-
-def run_label_view_job(inputs: dict, outputs: dict, params: dict) -> None:
-    """The label_view rule: one (n, fold)'s held-out table of one view.
-
-    Parameters
-    ----------
-    inputs : dict
-        ``features``: the multi-label dataset's held-out table of this (n, fold).
-    outputs : dict
-        ``features``: the view's.
-    params : dict
-        ``dataset`` (the view), ``label`` (its key, or ``macro``), ``n`` and ``fold``.
-    """
-    from hetcv.io import write_parquet
-
-    held_out = pd.read_parquet(inputs["features"])
-    where = f"datasets.{params['dataset']} (n = {params['n']}, fold {params['fold']})"
-    key = params["label"]
-    view = macro_view(held_out) if key == MACRO else label_view(held_out, key, where)
-    write_parquet(view, outputs["features"])
+    tables = {
+        key: pd.read_parquet(path) for key, path in zip(params["labels"], inputs["cv"], strict=True)
+    }
+    write_parquet(labels_summary(tables), outputs["labels"])

@@ -41,121 +41,34 @@ variance of the targets for regression; regression's "classes" are the target's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 
 from hetcv.calibration import confidence_design, fit_recalibration
+from hetcv.clustering import fit_partition
+from hetcv.columns import feature_columns
+from hetcv.io import optional_file, write_csv, write_parquet
+from hetcv.profiles import is_categorical
+from hetcv.seeding import derive_seed
+from hetcv.slice_finders import (
+    BASELINES,
+    FINDERS,
+    METHODS,
+    OUTCOME_DEFINED,
+    SliceInputs,
+    SliceScores,
+    principal_scores,
+    standardised,
+)
 from hetcv.stats import SIGNIFICANCE
 
-METHODS = ("domino", "george", "error_predictor", "worst_cluster")
-BASELINES = ("random", "loss", "confusion_cell")
-OUTCOME_DEFINED = ("loss", "confusion_cell")
-CLASS_WEIGHT = 10.0  # Domino's y_log_likelihood_weight
-PRIOR_SAMPLES = 10.0
-TOP_SHARE = 0.1
 REPORTED_SLICES = 3
 REGRESSION_BINS = 4
-EM_ITERATIONS = 200
-EM_TOLERANCE = 1e-6
-SMOOTHING = 0.1  # pseudo-counts of each class in a component's categorical terms
-VARIANCE_FLOOR = 1e-3  # on standardised coordinates
-
-
-@dataclass(frozen=True)
-class SliceInputs:
-    """The held-out samples of one fold (or one half of it), as the methods see them.
-
-    Attributes
-    ----------
-    embedding : ndarray of shape (n_samples, n_dims)
-        Standardised principal-component scores (:func:`standardised`).
-    classes : ndarray of shape (n_samples,), int
-        True class (0 … n_classes − 1), or the target's quartile for regression.
-    probabilities : ndarray of shape (n_samples, n_classes)
-        Predicted class probabilities (one-hot of the prediction's quartile for regression).
-    failure : ndarray of shape (n_samples,)
-        1 − correct, or the squared error over the targets' variance.
-    loss : ndarray of shape (n_samples,)
-        The model's per-sample loss.
-    """
-
-    embedding: np.ndarray
-    classes: np.ndarray
-    probabilities: np.ndarray
-    failure: np.ndarray
-    loss: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.failure)
-
-    def take(self, rows: np.ndarray) -> SliceInputs:
-        return SliceInputs(
-            self.embedding[rows],
-            self.classes[rows],
-            self.probabilities[rows],
-            self.failure[rows],
-            self.loss[rows],
-        )
-
-    @property
-    def n_classes(self) -> int:
-        return self.probabilities.shape[1]
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-
-@dataclass(frozen=True)
-class SliceScores:
-    """One method's slices on an evaluation half.
-
-    Attributes
-    ----------
-    slice : ndarray of shape (n_samples,), int
-        The ranked slice each sample belongs to (0 = the worst), or -1 for none.
-    score : ndarray of shape (n_samples,)
-        Membership in, or score for, the worst slice: higher ranks first.
-    """
-
-    slice: np.ndarray
-    score: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def principal_scores(vectors: np.ndarray, n_components: int) -> np.ndarray:
-    """PCA scores of one fold's embedding (model features, the user's, or pixels).
-
-    Fitted on every held-out sample of the fold: PCA sees no label, so no half learns from the
-    other's outcomes. The paper's worst cluster clusters these scores as they are; the other
-    methods see them :func:`standardised`.
-
-    Parameters
-    ----------
-    vectors : ndarray of shape (n_samples, ...)
-        Flattened to one row per sample.
-    n_components : int
-        ``slices.pca_components``; capped at ``n_samples − 1`` and the vectors' width.
-
-    Returns
-    -------
-    ndarray of shape (n_samples, n_kept)
-    """
-    from hetcv.cluster import pca_scores
-
-    return pca_scores(vectors.reshape(len(vectors), -1), n_components)
-
-
-def standardised(scores: np.ndarray) -> np.ndarray:
-    """Each column with mean 0 and standard deviation 1 (constant columns centred only)."""
-    spread = scores.std(axis=0)
-    return (scores - scores.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
 
 def slice_inputs(fold: pd.DataFrame, embedding: np.ndarray, task: str) -> SliceInputs:
@@ -226,273 +139,8 @@ def halves(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # Ranking slices on the fitting half
 
 
-def shrunk_failure(weights: np.ndarray, failure: np.ndarray) -> np.ndarray:
-    """Each slice's failure rate, shrunk to the overall rate by :data:`PRIOR_SAMPLES`.
-
-    Parameters
-    ----------
-    weights : ndarray of shape (n_samples, n_slices)
-        Memberships (soft or 0/1).
-    failure : ndarray of shape (n_samples,)
-
-    Returns
-    -------
-    ndarray of shape (n_slices,)
-    """
-    overall = failure.mean()
-    return (failure @ weights + PRIOR_SAMPLES * overall) / (weights.sum(axis=0) + PRIOR_SAMPLES)
-
-
-def ranked(
-    fit_weights: np.ndarray, fit_failure: np.ndarray, evaluation_weights: np.ndarray
-) -> SliceScores:
-    """Rank slices worst first on the fitting half; assign the evaluation half to them.
-
-    Parameters
-    ----------
-    fit_weights : ndarray of shape (n_fit, n_slices)
-        Memberships of the fitting half.
-    fit_failure : ndarray of shape (n_fit,)
-    evaluation_weights : ndarray of shape (n_evaluation, n_slices)
-        Memberships of the evaluation half, computed without its outcomes.
-
-    Returns
-    -------
-    SliceScores
-        ``slice``: the rank of each sample's most likely slice; ``score``: its expected failure
-        rate, the memberships weighing the slices' shrunk fitting-half rates. The worst slice's
-        members rank first, the central ones before those on its border, and the next worst
-        slice's members after them, where a bare membership would tie.
-    """
-    rates = shrunk_failure(fit_weights, fit_failure)
-    order = np.argsort(-rates, kind="stable")
-    rank_of = np.empty_like(order)
-    rank_of[order] = np.arange(len(order))
-    return SliceScores(rank_of[evaluation_weights.argmax(axis=1)], evaluation_weights @ rates)
-
-
 # ---------------------------------------------------------------------------------------------
 # The methods: each finds slices on `fit` and scores `evaluation`
-
-
-def _log_gaussian(points: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-    """log N(x; μ_k, diag σ²_k) for every sample and component, shape (n, k)."""
-    precision = 1.0 / variances
-    quadratic = (
-        (points**2) @ precision.T
-        - 2.0 * points @ (means * precision).T
-        + np.sum(means**2 * precision, axis=1)
-    )
-    return -0.5 * (quadratic + np.sum(np.log(2.0 * np.pi * variances), axis=1))
-
-
-def _softmax_rows(log_weights: np.ndarray) -> np.ndarray:
-    shifted = np.exp(log_weights - log_weights.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-@dataclass(frozen=True)
-class ErrorAwareMixture:
-    """A fitted Domino-style mixture: Gaussian embedding × class × prediction terms."""
-
-    log_weights: np.ndarray
-    means: np.ndarray
-    variances: np.ndarray
-    log_class: np.ndarray
-    log_prediction: np.ndarray
-
-    def log_joint(self, data: SliceInputs, gamma: float) -> np.ndarray:
-        """Unnormalised log responsibilities; ``gamma = 0`` leaves out the prediction."""
-        one_hot = np.eye(data.n_classes)[data.classes]
-        joint = (
-            self.log_weights
-            + _log_gaussian(data.embedding, self.means, self.variances)
-            + CLASS_WEIGHT * one_hot @ self.log_class.T
-        )
-        if gamma:
-            joint = joint + gamma * data.probabilities @ self.log_prediction.T
-        return joint
-
-
-def fit_error_aware_mixture(
-    data: SliceInputs, components: int, gamma: float, seed: int
-) -> ErrorAwareMixture:
-    """EM for the mixture of :func:`domino`, started from k-means on the joint features.
-
-    Parameters
-    ----------
-    data : SliceInputs
-        The fitting half.
-    components : int
-        Mixture components (capped at a fifth of the samples).
-    gamma : float
-        Weight of the predicted-probability term.
-    seed : int
-
-    Returns
-    -------
-    ErrorAwareMixture
-    """
-    from sklearn.cluster import KMeans
-
-    components = max(1, min(components, len(data) // 5))
-    one_hot = np.eye(data.n_classes)[data.classes]
-    joint = np.column_stack(
-        [data.embedding, np.sqrt(CLASS_WEIGHT) * one_hot, np.sqrt(gamma) * data.probabilities]
-    )
-    labels = KMeans(n_clusters=components, n_init=3, random_state=seed).fit_predict(joint)
-    responsibility = np.eye(components)[labels]
-    previous = -np.inf
-    for _ in range(EM_ITERATIONS):
-        mass = responsibility.sum(axis=0) + 1e-10
-        means = responsibility.T @ data.embedding / mass[:, None]
-        variances = responsibility.T @ data.embedding**2 / mass[:, None] - means**2
-        smoothing = SMOOTHING * data.n_classes
-        model = ErrorAwareMixture(
-            np.log(mass / mass.sum()),
-            means,
-            np.maximum(variances, VARIANCE_FLOOR),
-            np.log((responsibility.T @ one_hot + SMOOTHING) / (mass[:, None] + smoothing)),
-            np.log(
-                (responsibility.T @ data.probabilities + SMOOTHING) / (mass[:, None] + smoothing)
-            ),
-        )
-        log_joint = model.log_joint(data, gamma)
-        top = log_joint.max(axis=1, keepdims=True)
-        likelihood = float(np.mean(top[:, 0] + np.log(np.exp(log_joint - top).sum(axis=1))))
-        responsibility = _softmax_rows(log_joint)
-        if likelihood - previous < EM_TOLERANCE * abs(likelihood):
-            break
-        previous = likelihood
-    return model
-
-
-def domino(fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int) -> SliceScores:
-    """Error-aware overclustered mixture (Domino); see the module doc."""
-    gamma = float(settings["gamma"])
-    model = fit_error_aware_mixture(fit, int(settings["components"]), gamma, seed)
-    return ranked(
-        _softmax_rows(model.log_joint(fit, gamma)),
-        fit.failure,
-        _softmax_rows(model.log_joint(evaluation, 0.0)),
-    )
-
-
-def george(fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int) -> SliceScores:
-    """Within-class overclustering (GEORGE); a class's components hold only its samples."""
-    from sklearn.mixture import GaussianMixture
-
-    fit_columns, evaluation_columns = [], []
-    for value in range(fit.n_classes):
-        fit_rows, evaluation_rows = fit.classes == value, evaluation.classes == value
-        count = min(int(settings["components"]), int(fit_rows.sum()) // 5)
-        if count < 1:
-            continue
-        model = GaussianMixture(
-            n_components=count, covariance_type="diag", reg_covar=VARIANCE_FLOOR, random_state=seed
-        ).fit(fit.embedding[fit_rows])
-        for rows, data, columns in (
-            (fit_rows, fit, fit_columns),
-            (evaluation_rows, evaluation, evaluation_columns),
-        ):
-            block = np.zeros((len(data), count))
-            if rows.any():
-                block[rows] = model.predict_proba(data.embedding[rows])
-            columns.append(block)
-    if not fit_columns:  # no class has the five samples a component needs
-        return SliceScores(np.full(len(evaluation), -1), np.zeros(len(evaluation)))
-    return ranked(np.hstack(fit_columns), fit.failure, np.hstack(evaluation_columns))
-
-
-def top_share_slice(fit_score: np.ndarray, evaluation_score: np.ndarray) -> SliceScores:
-    """Slice 0: evaluation samples scoring above the fitting half's top-:data:`TOP_SHARE` cut."""
-    cut = np.quantile(fit_score, 1.0 - TOP_SHARE)
-    inside = evaluation_score >= cut
-    return SliceScores(np.where(inside, 0, -1), evaluation_score.astype(np.float64))
-
-
-def _predicted_failure(model, points: np.ndarray) -> np.ndarray:
-    """A classifier's probability of failure, or a regressor's predicted failure."""
-    if hasattr(model, "predict_proba"):
-        return model.predict_proba(points)[:, 1]
-    return model.predict(points)
-
-
-def error_predictor(
-    fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int
-) -> SliceScores:
-    """A per-class linear failure predictor on the embedding (Jain et al. 2023)."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    binary = np.isin(fit.failure, (0.0, 1.0)).all()
-    fit_score, evaluation_score = np.empty(len(fit)), np.empty(len(evaluation))
-    for value in range(fit.n_classes):
-        fit_rows, evaluation_rows = fit.classes == value, evaluation.classes == value
-        target = fit.failure[fit_rows]
-        if binary and min(target.sum(), len(target) - target.sum()) < 2:
-            # Too few failures (or successes) in the class to fit a direction: its rate stands.
-            rate = (target.sum() + PRIOR_SAMPLES * fit.failure.mean()) / (
-                len(target) + PRIOR_SAMPLES
-            )
-            fit_score[fit_rows], evaluation_score[evaluation_rows] = rate, rate
-            continue
-        if binary:
-            model = LogisticRegression(C=float(settings["c"]), max_iter=1000)
-        else:
-            model = Ridge(alpha=1.0 / float(settings["c"]))
-        model.fit(fit.embedding[fit_rows], target)
-        fit_score[fit_rows] = _predicted_failure(model, fit.embedding[fit_rows])
-        if evaluation_rows.any():
-            evaluation_score[evaluation_rows] = _predicted_failure(
-                model, evaluation.embedding[evaluation_rows]
-            )
-    return top_share_slice(fit_score, evaluation_score)
-
-
-def worst_cluster(
-    fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int
-) -> SliceScores:
-    """The paper's worst cluster; ``settings["membership"]`` holds both halves' memberships."""
-    fit_membership, evaluation_membership = settings["membership"]
-    return ranked(fit_membership, fit.failure, evaluation_membership)
-
-
-def random_slice(
-    fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int
-) -> SliceScores:
-    """A random :data:`TOP_SHARE` of samples, ranked at random."""
-    rng = np.random.default_rng(seed)
-    return top_share_slice(rng.random(len(fit)), rng.random(len(evaluation)))
-
-
-def loss_slice(fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int) -> SliceScores:
-    """Samples ranked by their own loss."""
-    return top_share_slice(fit.loss, evaluation.loss)
-
-
-def confusion_cell(
-    fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int
-) -> SliceScores:
-    """The fitting half's largest off-diagonal confusion cell, ranked by loss within it."""
-    cells = fit.classes * fit.n_classes + fit.predicted
-    wrong = fit.classes != fit.predicted
-    if not wrong.any():
-        return SliceScores(np.full(len(evaluation), -1), evaluation.loss.copy())
-    worst = np.bincount(cells[wrong], minlength=fit.n_classes**2).argmax()
-    inside = evaluation.classes * evaluation.n_classes + evaluation.predicted == worst
-    rank = stats.rankdata(evaluation.loss) / len(evaluation)
-    return SliceScores(np.where(inside, 0, -1), inside + rank)
-
-
-FINDERS = {
-    "domino": domino,
-    "george": george,
-    "error_predictor": error_predictor,
-    "worst_cluster": worst_cluster,
-    "random": random_slice,
-    "loss": loss_slice,
-    "confusion_cell": confusion_cell,
-}
 
 
 def cross_fitted(
@@ -675,7 +323,6 @@ def fold_slices(
         One row per (sample, method): ``sample_id, method, slice, score, half, failure`` and
         ``expected`` (:func:`expected_failure`).
     """
-    from hetcv.cluster import fit_partition
 
     rng = np.random.default_rng(seed)
     data = slice_inputs(fold, standardised(scores), task)
@@ -786,7 +433,6 @@ def slice_profile(inside: np.ndarray, metadata: pd.DataFrame) -> str:
         for each numeric one the slice's median against the overall one; empty without
         metadata.
     """
-    from hetcv.profiles import is_categorical
 
     parts = []
     for column in metadata.columns:
@@ -849,7 +495,6 @@ def dataset_slices(
         regression: 1 − failure), ``outcome_defined`` (the baselines that select on the
         evaluation half's own errors) and ``profile`` (:func:`slice_profile`).
     """
-    from hetcv.seeding import derive_seed
 
     parts = []
     for fold, embedding in zip(folds, vectors, strict=True):
@@ -901,7 +546,6 @@ def fold_vectors(fold: pd.DataFrame, embedding: str, images, row_of: pd.Series) 
     -------
     ndarray of shape (n_samples, n_dims)
     """
-    from hetcv.columns import feature_columns
 
     if embedding == "model":
         return fold[feature_columns(fold.columns)].to_numpy(np.float64)
@@ -923,7 +567,6 @@ def run_slices_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``task``, ``metadata_columns``, ``slices`` (embedding, pca_components and each method's
         settings), ``clustering`` (the selected one, with ``fcm``) and ``seed``.
     """
-    from hetcv.io import optional_file, write_csv, write_parquet
 
     manifest = pd.read_parquet(inputs["manifest"])
     settings = params["slices"]
@@ -941,5 +584,5 @@ def run_slices_job(inputs: dict, outputs: dict, params: dict) -> None:
         metadata_columns=params["metadata_columns"],
         seed=params["seed"],
     )
-    write_csv(per_sample, outputs["per_sample"])
+    write_csv(per_sample, outputs["slices_per_sample"])
     write_parquet(summary, outputs["slices"])

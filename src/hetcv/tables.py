@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hetcv.columns import P_VALUE_COLUMNS
-from hetcv.io import atomic_path
+from hetcv.io import atomic_path, read_tables
 from hetcv.metrics import LABEL
 from hetcv.stats import SIGNIFICANCE
 
@@ -241,7 +241,7 @@ def planning_table(planning: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     planning : DataFrame
-        ``planning.parquet`` (:func:`hetcv.planning.planning_table`).
+        ``planning.parquet`` (:func:`hetcv.plan.planning_table`).
 
     Returns
     -------
@@ -271,3 +271,50 @@ def write_table(table: pd.DataFrame, csv: str, markdown: str, latex: str, captio
         path.write_text(
             table.to_latex(index=False, float_format="%.3f", caption=caption, escape=True)
         )
+
+
+def run_tables_job(inputs: dict, outputs: dict, params: dict) -> None:
+    """The tables rule: Tables 1 and 2 and the CV table, each as CSV, Markdown and LaTeX.
+
+    Parameters
+    ----------
+    inputs : dict
+        The summary tables ``cv``, ``cluster_stats``, ``cluster_pairs``, ``metadata`` and
+        ``planning``.
+    outputs : dict
+        ``{table1,table2,cv,metadata,planning}_{csv,md,tex}``.
+    params : dict
+        ``dataset``, ``task``, ``metric`` and ``selected`` (``algorithm``, ``k``).
+    """
+    summary = read_tables(inputs, ("cv", "cluster_stats", "cluster_pairs", "metadata", "planning"))
+    selected = params["selected"]
+    caption = f"{params['dataset']}, {selected['algorithm']} with k = {selected['k']}"
+    for name, table, title in (
+        (
+            "table1",
+            table1(summary["cluster_pairs"], selected),
+            "Table 1: centroid and closest-point Euclidean distances between clusters (PCA space)",
+        ),
+        (
+            "table2",
+            table2(summary["cluster_stats"], selected),
+            "Table 2: Euclidean distance between each cluster's centroid and its points",
+        ),
+        (
+            "cv",
+            cv_table(summary["cv"], selected, params["metric"]),
+            "Raw and debiased coefficient of variation of the cluster metrics, with the tests",
+        ),
+        (
+            "metadata",
+            metadata_table(summary["metadata"]),
+            "What each consensus cluster holds, per metadata column, with the tests",
+        ),
+        (
+            "planning",
+            planning_table(summary["planning"]),
+            "Sample size n* at which each quantity meets its target, from learning curves",
+        ),
+    ):
+        paths = [outputs[f"{name}_{extension}"] for extension in ("csv", "md", "tex")]
+        write_table(table, *paths, f"{title}; {caption}.")

@@ -1,6 +1,6 @@
 """Does slice discovery find what it claims? The planted-subgroup benchmark (``make validate``).
 
-Each validation dataset is a digits setting with a known ``planted`` group (``hetcv.data``):
+Each validation dataset is a digits setting with a known ``planted`` group (``hetcv.sources``):
 a rare digit, a digit with noisy labels, or nothing (``balanced``, the null), at one seed
 (``source.draw`` redraws the planted sample; the dataset's name reseeds the training). The
 benchmark is fair in the manner of dcbench (Eyuboglu et al. 2022):
@@ -31,6 +31,7 @@ methods' precision@10 with a t interval over seeds.
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -38,17 +39,12 @@ from scipy import stats
 
 from hetcv.columns import NULL_SETTING
 from hetcv.errors import HetcvError
+from hetcv.io import atomic_path, write_csv
 from hetcv.seeding import derive_seed
-from hetcv.slices import (
-    BASELINES,
-    METHODS,
-    fold_slices,
-    fold_vectors,
-    principal_scores,
-    slice_summary,
-)
+from hetcv.slice_finders import BASELINES, METHODS, principal_scores
+from hetcv.slices import fold_slices, fold_vectors, slice_summary
 from hetcv.stats import SIGNIFICANCE
-from hetcv.subgroups import recovery
+from hetcv.subgroup_variants import recovery
 
 TUNING_GRID = {
     "domino": [{"components": c, "gamma": g} for c in (10, 25) for g in (1.0, 10.0)],
@@ -293,7 +289,6 @@ def tune(
         One row per (method, candidate, dataset): ``method, settings`` (JSON), ``dataset``
         and :data:`RECOVERY`.
     """
-    import json
 
     rows = []
     for method in METHODS:
@@ -322,7 +317,6 @@ def chosen_settings(tuning: pd.DataFrame) -> tuple[dict[str, dict], str]:
     default : str
         The method whose best candidate scores highest.
     """
-    import json
 
     means = tuning.groupby(["method", "settings"])[["precision_at_10", "auroc"]].mean()
     means = means.sort_values(["precision_at_10", "auroc"], ascending=False)
@@ -562,7 +556,6 @@ def run_validation_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``settings`` (dataset → source config), ``tuning_digit``, ``embeddings``,
         ``clustering`` (the selected one with ``fcm``) and ``seed``.
     """
-    from hetcv.io import atomic_path, write_csv
 
     datasets = load_datasets(inputs, params["settings"])
     tuning_sets, test_sets = split_roles(datasets, params["tuning_digit"])

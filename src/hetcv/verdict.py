@@ -174,7 +174,7 @@ def dataset_verdict(
     metadata : pandas.DataFrame
         The metadata profile (:func:`hetcv.profiles.metadata_profiles`); may be empty.
     planning : pandas.DataFrame
-        The planning table (:func:`hetcv.planning.planning_table`); one sentence per row.
+        The planning table (:func:`hetcv.plan.planning_table`); one sentence per row.
     slices : pandas.DataFrame
         The slices summary (:func:`hetcv.slices.dataset_slices`); see :func:`slices_lines`.
     selected : dict
@@ -297,7 +297,7 @@ def labels_verdict(dataset: str, labels: pd.DataFrame) -> str:
     dataset : str
         The multi-label dataset.
     labels : DataFrame
-        :func:`hetcv.label_summary.labels_summary`.
+        :func:`hetcv.labels.labels_summary`.
 
     Returns
     -------

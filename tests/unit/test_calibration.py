@@ -1,6 +1,6 @@
 """hetcv.calibration: the recalibration fit against reference optimisers, the statistic by
 hand, then the test's level through the library's own path (clusters fitted by
-hetcv.analysis.aligned_runs on the same held-out samples, calibration fitted, never oracle
+hetcv.cluster.aligned_runs on the same held-out samples, calibration fitted, never oracle
 probabilities) on miscalibrated models. Run with ``pytest -s`` to see the figures."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import statsmodels.api as sm
 from scipy import optimize, special
 from threadpoolctl import threadpool_limits
 
-from hetcv.analysis import aligned_runs
 from hetcv.calibration import (
     calibration_test,
     confidence_design,
     fit_recalibration,
     recalibrated_p_correct,
 )
+from hetcv.cluster import aligned_runs
 from hetcv.errors import HetcvError
 from hetcv.partitions import FoldPartitions, SampleSize
 

@@ -108,7 +108,9 @@ def test_each_rules_env_provides_what_its_script_imports(rule, env_file, script)
     assert not missing, f"rule {rule}: {env_file.name} lacks {sorted(missing)}"
 
 
-@pytest.mark.parametrize("env_file", sorted((PROJECT / "envs").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize(
+    "env_file", sorted((PROJECT / "workflow" / "envs").glob("*.yaml")), ids=str
+)
 def test_env_files_parse_and_pin_every_package(env_file):
     spec = yaml.safe_load(env_file.read_text())
     assert "conda-forge" in spec["channels"]

@@ -1,8 +1,9 @@
 import pandas as pd
-from test_cluster import synthetic_features
+from helpers import synthetic_features
 
-from hetcv.analysis import CLUSTER_TABLES, run_cluster_job
+from hetcv.cluster import run_cluster_job
 from hetcv.io import write_parquet
+from hetcv.paths import FOLD_TABLES
 
 CLUSTERING = dict(
     k=[2, 3],
@@ -18,7 +19,7 @@ def cluster_job(directory, name, features, manifest, clustering, folds, seeds):
     table kind one per algorithm."""
     outputs = {
         kind: [directory / f"{name}_{kind}_{a}.parquet" for a in clustering["algorithms"]]
-        for kind in CLUSTER_TABLES
+        for kind in FOLD_TABLES
     }
     run_cluster_job(
         {"features": [str(path) for path in features], "manifest": str(manifest)},
@@ -56,8 +57,8 @@ def test_same_seed_gives_byte_identical_cluster_tables(tmp_path):
             for a, path in zip(clustering["algorithms"], files, strict=True)
         }
     assert outputs["first"] == outputs["again"]
-    assert outputs["first"]["assignments_gmm"] != outputs["other"]["assignments_gmm"]
-    assert outputs["first"]["assignments_gmm"] != outputs["first"]["assignments_kmeans"]
+    assert outputs["first"]["fold_assignments_gmm"] != outputs["other"]["fold_assignments_gmm"]
+    assert outputs["first"]["fold_assignments_gmm"] != outputs["first"]["fold_assignments_kmeans"]
 
 
 def test_a_sample_size_job_analyses_each_fold_as_a_job_of_its_own(tmp_path):
@@ -82,7 +83,7 @@ def test_a_sample_size_job_analyses_each_fold_as_a_job_of_its_own(tmp_path):
 
     together = run("together", [0, 1], [7, 8])
     alone = [run("fold0", [0], [7]), run("fold1", [1], [8])]
-    for kind in CLUSTER_TABLES:
+    for kind in FOLD_TABLES:
         for position in range(len(clustering["algorithms"])):
             separately = pd.concat([job[kind][position] for job in alone], ignore_index=True)
             pd.testing.assert_frame_equal(together[kind][position], separately)

@@ -5,14 +5,14 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from test_cluster import FCM, synthetic_features
+from helpers import FCM, clustered_fold, synthetic_features
 
-import hetcv.analysis
-from hetcv.analysis import analyse_fold
-from hetcv.cluster import Partition
+import hetcv.cluster
+from hetcv.clustering import Partition
 from hetcv.figures import figure2
 from hetcv.metrics import ClusterMetric
-from hetcv.summary import cluster_summary, cv_summary, summarize_selected
+from hetcv.selected import summarize_selected
+from hetcv.summarize import cluster_summary, cv_summary
 from hetcv.tables import table2
 from hetcv.verdict import dataset_verdict
 
@@ -30,10 +30,10 @@ def partition_leaving_cluster_2_empty(points, algorithm, k, seed, fcm):
 
 @pytest.fixture
 def empty_fold(monkeypatch, caplog):
-    monkeypatch.setattr(hetcv.analysis, "fit_partition", partition_leaving_cluster_2_empty)
+    monkeypatch.setattr(hetcv.cluster, "fit_partition", partition_leaving_cluster_2_empty)
     caplog.set_level(logging.WARNING)
     features = synthetic_features(n=60)
-    result = analyse_fold(
+    result = clustered_fold(
         features,
         metric=ClusterMetric("accuracy"),
         algorithm="fcm",

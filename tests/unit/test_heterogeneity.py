@@ -15,18 +15,13 @@ from scipy import stats as scipy_stats
 from threadpoolctl import threadpool_limits
 
 import hetcv.partitions as partitions_module
-from hetcv.analysis import aligned_runs
+from hetcv.cluster import aligned_runs
 from hetcv.errors import HetcvError
-from hetcv.heterogeneity import (
-    excess_cv,
-    heterogeneity,
-    permutation_null,
-    run_metrics,
-    weakest_cluster,
-)
+from hetcv.heterogeneity import excess_cv, heterogeneity, permutation_null, run_metrics
 from hetcv.partitions import FoldPartitions, SampleSize
 from hetcv.spread import debiased_spread
 from hetcv.stats import cluster_metrics, coefficient_of_variation, holm
+from hetcv.weakest import weakest_cluster
 
 # ---------------------------------------------------------------------------------------------
 # Values
@@ -618,8 +613,8 @@ def test_simulated_weakest_error_ratio_covers_the_ratio_of_the_clusters_it_chose
 
 def chosen_error_ratio(sample, p, seed):
     """True error rate of the chosen clusters over the rest's, on the measuring halves."""
-    from hetcv.heterogeneity import _cross_fit
     from hetcv.partitions import fold_seeds, membership_matrix
+    from hetcv.weakest import _cross_fit
 
     n_folds = len(sample.folds)
     totals = np.zeros(4)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from images import pattern, write_dicom, write_image
 
-from hetcv.data import read_image_file, resized
 from hetcv.errors import HetcvError
+from hetcv.image_files import read_image_file, resized
 
 SUFFIX = {
     "png8": ".png",

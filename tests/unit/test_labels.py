@@ -1,20 +1,14 @@
-"""hetcv.labels and hetcv.label_summary: the views of a multi-label table, by hand."""
+"""hetcv.label_names and hetcv.labels: the views of a multi-label table, by hand."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from hetcv.errors import HetcvError
-from hetcv.label_summary import labels_summary
-from hetcv.labels import (
-    MACRO,
-    label_key,
-    label_keys,
-    label_view,
-    macro_view,
-    validate_labels,
-    view_manifest,
-)
+from hetcv.label_manifest import view_manifest
+from hetcv.label_names import MACRO, label_key, label_keys, validate_labels
+from hetcv.label_view import label_view, macro_view
+from hetcv.labels import labels_summary
 from hetcv.stats import holm
 
 

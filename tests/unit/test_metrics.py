@@ -18,11 +18,12 @@ from threadpoolctl import threadpool_limits
 
 from hetcv import metrics
 from hetcv.errors import HetcvError
-from hetcv.heterogeneity import heterogeneity, permutation_null, run_metrics, weakest_cluster
+from hetcv.heterogeneity import heterogeneity, permutation_null, run_metrics
 from hetcv.metrics import ClusterMetric, dataset_metric
 from hetcv.partitions import FoldPartitions, SampleSize
 from hetcv.spread import debiased_spread
 from hetcv.stats import cluster_metrics
+from hetcv.weakest import weakest_cluster
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,17 @@ import pytest
 from scipy import special, stats
 
 from hetcv.calibration import confidence_design, fit_recalibration
-from hetcv.slices import (
+from hetcv.slice_finders import (
     BASELINES,
     METHODS,
-    PER_SAMPLE_COLUMNS,
     SliceInputs,
+    principal_scores,
+    ranked,
+    shrunk_failure,
+    standardised,
+)
+from hetcv.slices import (
+    PER_SAMPLE_COLUMNS,
     combined_gap,
     cross_fitted,
     dataset_slices,
@@ -18,13 +24,9 @@ from hetcv.slices import (
     fold_slices,
     gap_estimate,
     halves,
-    principal_scores,
-    ranked,
-    shrunk_failure,
     slice_inputs,
     slice_profile,
     slice_summary,
-    standardised,
 )
 
 SETTINGS = {
@@ -401,7 +403,7 @@ def test_where_it_hurts_names_the_significant_slices_with_their_held_out_numbers
 
 
 def test_the_slices_figure_draws_one_bar_per_method_and_the_images(tmp_path):
-    from hetcv.figures import SLICE_IMAGES, figure_slices
+    from hetcv.slices_figure import SLICE_IMAGES, figure_slices
 
     rows = pd.concat(
         [

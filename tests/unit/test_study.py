@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, TINY_STUDY
 
-from hetcv.data import count_samples, npz_shapes
 from hetcv.errors import HetcvError
-from hetcv.study import PARAMS, resolve_study, rule_params
+from hetcv.params import PARAMS, rule_params
+from hetcv.sources import count_samples, npz_shapes
+from hetcv.study import resolve_study
 
 SCHEMA = PROJECT / "workflow/schemas/config.schema.yaml"
 JOB = SimpleNamespace(dataset="udigits", n="200", fold="1", algorithm="fcm")

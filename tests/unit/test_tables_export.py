@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hetcv.export import consensus_clusters
+from hetcv.export_clusters import consensus_clusters
 from hetcv.tables import CV_COLUMNS, cv_table, table1, table2
 
 SELECTED = {"algorithm": "fcm", "k": 3}
@@ -97,7 +97,7 @@ def test_table2_and_cv_table_pick_the_selected_clustering():
 
 
 def test_per_sample_csvs_keep_numeric_ids_as_text(tmp_path):
-    from hetcv.report import read_per_sample
+    from hetcv.io import read_per_sample
 
     path = tmp_path / "clusters_per_sample.csv"
     pd.DataFrame({"sample_id": ["1377", "0042"], "cluster": [0, 1]}).to_csv(path, index=False)

@@ -5,25 +5,19 @@ import torch
 from torch import nn
 from torchvision import models
 
-from hetcv import train
+from hetcv import held_out, train
 from hetcv.columns import FEATURE_COLUMNS, feature_names
+from hetcv.device import InputPipeline, batch_count, images_fit_on_device, training_batches
+from hetcv.held_out import BN_RECALIBRATION_IMAGES, batch_norm_sample, evaluate, held_out_table
 from hetcv.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from hetcv.train import (
-    BN_RECALIBRATION_IMAGES,
+from hetcv.optimisation import (
     EarlyStopping,
-    InputPipeline,
     balanced_class_weights,
-    batch_count,
-    batch_norm_sample,
-    evaluate,
-    fit_fold,
-    held_out_table,
-    images_fit_on_device,
     make_optimizer,
     make_schedule,
     split_for_early_stopping,
-    training_batches,
 )
+from hetcv.train import fit_fold
 
 
 def bright_half_images(n=96, seed=0):
@@ -446,7 +440,7 @@ def test_images_are_kept_on_the_gpu_when_they_take_a_quarter_of_its_free_memory_
 
 
 def test_evaluation_in_batches_equals_one_pass_over_all_images(monkeypatch):
-    monkeypatch.setattr(train, "EVAL_BATCH_SIZE", 7)
+    monkeypatch.setattr(held_out, "EVAL_BATCH_SIZE", 7)
     images, _ = bright_half_images(n=40)
     torch.manual_seed(0)
     model = build_model("resnet18", 2, "none", 32).eval()

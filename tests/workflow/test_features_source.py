@@ -238,7 +238,7 @@ def test_another_workflow_runs_hetcv_as_a_module(tmp_path):
     (deployer / "Snakefile").write_text(
         'configfile: "study.yaml"\n\n\n'
         "module hetcv:\n"
-        f'    snakefile:\n        "{PROJECT / "Snakefile"}"\n'
+        f'    snakefile:\n        "{PROJECT / "workflow" / "Snakefile"}"\n'
         "    config:\n        config\n\n\n"
         "use rule * from hetcv\n"
     )

@@ -1,62 +1,127 @@
-import subprocess
-import sys
-from pathlib import Path
+"""The codebase's structure: one step, one name, one module; each path and table named once.
+
+Lint (ruff, snakefmt, snakemake --lint) is CI's own step (`make lint`), not a test.
+"""
+
+import ast
+import importlib
+import inspect
+import re
 
 import pytest
-from conftest import PROJECT, make_workdir
+from conftest import PROJECT
 
-BIN = Path(sys.executable).parent
-PYTHON_TREES = ["src", "tests", "workflow/scripts", "benchmarks"]
+from hetcv.columns import SUMMARY_TABLES, VERDICT_TABLES
+from hetcv.paths import PATHS, summary_tables
 
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["ruff", "check", *PYTHON_TREES],
-        ["ruff", "format", "--check", *PYTHON_TREES],
-        ["snakefmt", "--check", "Snakefile", "workflow/rules"],
-    ],
-    ids=["ruff-check", "ruff-format", "snakefmt"],
-)
-def test_code_is_linted_and_formatted(command):
-    result = subprocess.run(
-        [str(BIN / command[0]), *command[1:]], cwd=PROJECT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+RULES = PROJECT / "workflow" / "rules"
+SCRIPTS = PROJECT / "workflow" / "scripts"
+LIBRARY = PROJECT / "src" / "hetcv"
+MODULE_LINES = 600
 
 
-def test_snakemake_lint_is_clean(tmp_path):
-    workdir = make_workdir(tmp_path / "lint")
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint"], cwd=workdir, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+def rule_scripts() -> dict[str, str]:
+    """Rule name → the script it runs, for every rule with a script."""
+    found = {}
+    for smk in RULES.glob("*.smk"):
+        for block in re.split(r"\n(?=rule \w+:)", smk.read_text()):
+            name = re.match(r"rule (\w+):", block)
+            script = re.search(r'script:\s*\n\s*"([^"]+)"', block)
+            if name and script:
+                found[name.group(1)] = (smk.parent / script.group(1)).resolve().stem
+    return found
 
 
-def test_each_path_is_written_once_and_common_smk_stays_small():
-    rules = PROJECT / "workflow/rules"
-    text = "".join(path.read_text() for path in sorted(rules.glob("*.smk")))
-    assert text.count("manifest.parquet") == 1
-    assert text.count("features.parquet") == 1
-    # 160 lines until the cluster job needed each_algorithm, 165 until it took a sample size's
-    # folds (each_fold) and Snakemake's exit needed stop_rescheduling_timers.
-    assert len((rules / "common.smk").read_text().splitlines()) <= 185
+def test_each_rule_runs_the_script_and_the_module_named_after_it():
+    scripts = rule_scripts()
+    assert len(scripts) >= 20
+    for rule, script in scripts.items():
+        assert script == rule, f"rule {rule} runs scripts/{script}.py"
+        tree = ast.parse((SCRIPTS / f"{script}.py").read_text())
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert modules == {"hetcv.jobs", f"hetcv.{rule}"}, f"{script}.py imports {modules}"
+        assert (LIBRARY / f"{rule}.py").exists(), rule
+    assert sorted(path.stem for path in SCRIPTS.glob("*.py")) == sorted(scripts)
 
 
 def test_every_script_is_the_two_line_adapter_and_every_job_has_one_signature():
-    import ast
-    import importlib
-    import inspect
-
-    for script in sorted((PROJECT / "workflow/scripts").glob("*.py")):
+    for script in sorted(SCRIPTS.glob("*.py")):
         tree = ast.parse(script.read_text())
         *imports, call = tree.body[1:]
         assert all(isinstance(node, ast.ImportFrom) for node in imports), script.name
-        assert ast.unparse(call).startswith("run_from_snakemake(snakemake, run_"), script.name
-        job_import = next(node for node in imports if node.module != "hetcv.jobs")
-        job = getattr(importlib.import_module(job_import.module), job_import.names[0].name)
+        assert ast.unparse(call) == f"run_from_snakemake(snakemake, run_{script.stem}_job)"
+        job = getattr(importlib.import_module(f"hetcv.{script.stem}"), f"run_{script.stem}_job")
         assert list(inspect.signature(job).parameters) == ["inputs", "outputs", "params"]
+
+
+def test_no_library_module_is_longer_than_one_sitting():
+    long = {
+        path.name: lines
+        for path in LIBRARY.glob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MODULE_LINES
+    }
+    assert not long, f"modules over {MODULE_LINES} lines: {long}"
+
+
+def test_common_smk_holds_paths_and_input_functions_only():
+    text = (RULES / "common.smk").read_text()
+    assert len(text.splitlines()) <= 120
+    assert "sys.path" not in text and "import sys" not in text
+    assert "threading" not in text  # the timers: hetcv.jobs.stop_rescheduling_timers
+
+
+def string_constants(path) -> list[str]:
+    """The string literals of a module that are not docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in docstrings
+    ]
+
+
+def test_each_path_is_written_in_one_place():
+    rules = "".join(path.read_text() for path in sorted(RULES.glob("*.smk")))
+    assert "results/" not in rules, "rules take their paths from hetcv.paths.PATHS"
+    paths = list(PATHS.values())
+    assert len(paths) == len(set(paths))
+    for module in LIBRARY.glob("*.py"):
+        if module.stem != "paths":
+            named = [text for text in string_constants(module) if "results/" in text]
+            assert not named, f"{module.name} names {named}: take it from hetcv.paths"
+
+
+def test_no_name_means_two_tables():
+    # The per-(n, fold) tables of the cluster rule and the summary tables of summarize have
+    # different names; every PATHS key, summary table and verdict table is one thing.
+    summary = set(SUMMARY_TABLES) | set(VERDICT_TABLES) | {"labels"}
+    assert not summary & set(PATHS), summary & set(PATHS)
+    tables = summary_tables(*summary)
+    assert len(set(tables.values())) == len(summary)
+    assert not set(tables.values()) & set(PATHS.values())
+    for rule_file in RULES.glob("*.smk"):
+        for key in re.findall(r"^\s+(\w+)=", rule_file.read_text(), re.M):
+            if key in PATHS or key in summary:
+                continue
+            assert not key.startswith(("cluster_", "assignments", "pairs", "runs")), (
+                f"{rule_file.name}: {key} reads as a summary table; name the raw table fold_*"
+            )
+
+
+def test_tests_share_helpers_through_modules_not_other_test_files():
+    for test in (PROJECT / "tests").rglob("test_*.py"):
+        tree = ast.parse(test.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("test_"), f"{test.name} imports {node.module}"
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])

@@ -4,7 +4,7 @@ import pytest
 from conftest import TINY_STUDY, snakemake
 from PIL import Image
 
-from hetcv.export import consensus_clusters
+from hetcv.export_clusters import consensus_clusters
 from hetcv.verdict import spread_text
 
 DATASETS = sorted(TINY_STUDY["datasets"])

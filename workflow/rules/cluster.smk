@@ -3,16 +3,16 @@ rule cluster:
         features=each_fold("features"),
         manifest=rules.prepare.output.manifest,
     output:
-        assignments=each_algorithm("assignments"),
-        cluster_stats=each_algorithm("cluster_stats"),
-        pairs=each_algorithm("cluster_pairs"),
-        runs=each_algorithm("cluster_runs"),
+        fold_assignments=each_algorithm("fold_assignments"),
+        fold_cluster_stats=each_algorithm("fold_cluster_stats"),
+        fold_cluster_pairs=each_algorithm("fold_cluster_pairs"),
+        fold_cluster_runs=each_algorithm("fold_cluster_runs"),
     log:
         "logs/cluster/{dataset}/n{n}.log",
     benchmark:
         "logs/benchmarks/cluster/{dataset}/n{n}.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("cluster"),
     script:
@@ -21,10 +21,12 @@ rule cluster:
 
 rule summarize:
     input:
-        runs=dataset_files("cluster_runs"),
-        cluster_stats=dataset_files("cluster_stats"),
-        pairs=dataset_files("cluster_pairs"),
-        selected_assignments=dataset_files("assignments", [STUDY.selected["algorithm"]]),
+        fold_cluster_runs=dataset_files("fold_cluster_runs"),
+        fold_cluster_stats=dataset_files("fold_cluster_stats"),
+        fold_cluster_pairs=dataset_files("fold_cluster_pairs"),
+        selected_fold_assignments=dataset_files(
+            "fold_assignments", [STUDY.selected["algorithm"]]
+        ),
         features=dataset_files("features"),
         manifest=rules.prepare.output.manifest,
     output:
@@ -34,7 +36,7 @@ rule summarize:
     benchmark:
         "logs/benchmarks/summarize/{dataset}.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("summarize"),
     script:
@@ -46,13 +48,13 @@ rule subgroup_variants:
         features=dataset_files("features"),
         manifest=rules.prepare.output.manifest,
     output:
-        variants=PATHS["variants"],
+        variants=PATHS["subgroup_variants"],
     log:
         "logs/subgroup_variants/{dataset}.log",
     benchmark:
         "logs/benchmarks/subgroup_variants/{dataset}.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("subgroup_variants"),
     script:

@@ -11,7 +11,7 @@ rule prepare:
     wildcard_constraints:
         dataset=one_of(STUDY.image_datasets),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("prepare"),
     script:
@@ -30,7 +30,7 @@ rule split:
     wildcard_constraints:
         dataset=one_of(STUDY.image_datasets),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("split"),
     script:
@@ -56,7 +56,7 @@ rule import_features:
     wildcard_constraints:
         dataset=one_of(STUDY.feature_datasets),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("import_features"),
     script:
@@ -73,7 +73,7 @@ rule fold_features:
     wildcard_constraints:
         dataset=one_of(STUDY.feature_datasets),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("fold_features"),
     script:

@@ -1,4 +1,4 @@
-# A multi-label dataset is analysed through its views (hetcv.labels): one binary dataset per
+# A multi-label dataset is analysed through its views (hetcv.label_names): one binary dataset per
 # label and the macro view, derived from the one model's held-out tables. Cheap: local.
 localrules:
     label_manifest,
@@ -15,7 +15,7 @@ rule label_manifest:
     wildcard_constraints:
         dataset=one_of(STUDY.views),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("label_manifest"),
     script:
@@ -32,7 +32,7 @@ rule label_view:
     wildcard_constraints:
         dataset=one_of(STUDY.views),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("label_view"),
     script:
@@ -41,18 +41,15 @@ rule label_view:
 
 rule labels:
     input:
-        cv=lambda w: [
-            PATHS["summary"].format(dataset=view, table="cv")
-            for view in STUDY.views_of(w.dataset)
-        ],
+        cv=view_tables("cv"),
     output:
-        labels=PATHS["summary"].replace("{table}", "labels"),
+        **summary_tables("labels"),
     log:
         "logs/labels/{dataset}.log",
     wildcard_constraints:
         dataset=one_of(STUDY.multilabel_datasets),
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("labels"),
     script:

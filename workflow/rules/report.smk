@@ -16,7 +16,7 @@ rule plan:
     log:
         "logs/plan/{dataset}.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("plan"),
     script:
@@ -33,7 +33,7 @@ rule tables:
     benchmark:
         "logs/benchmarks/tables/{dataset}.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("tables"),
     script:
@@ -58,7 +58,7 @@ rule figures:
     benchmark:
         "logs/benchmarks/figures/{dataset}.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("figures"),
     script:
@@ -67,17 +67,19 @@ rule figures:
 
 rule export_clusters:
     input:
-        assignments=dataset_files("assignments", [STUDY.selected["algorithm"]]),
+        fold_assignments=dataset_files(
+            "fold_assignments", [STUDY.selected["algorithm"]]
+        ),
         features=dataset_files("features"),
         manifest=PATHS["manifest"],
     output:
-        export=PATHS["export"],
+        clusters_per_sample=PATHS["clusters_per_sample"],
     log:
         "logs/export_clusters/{dataset}.log",
     benchmark:
         "logs/benchmarks/export_clusters/{dataset}.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("export_clusters"),
     script:
@@ -86,7 +88,7 @@ rule export_clusters:
 
 rule cluster_pictures:
     input:
-        export=rules.export_clusters.output.export,
+        clusters_per_sample=rules.export_clusters.output.clusters_per_sample,
         first_folds=dataset_files("features", folds=[0]),
         images=rules.prepare.output.images,
         manifest=rules.prepare.output.manifest,
@@ -98,7 +100,7 @@ rule cluster_pictures:
     benchmark:
         "logs/benchmarks/cluster_pictures/{dataset}.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("cluster_pictures"),
     script:
@@ -107,7 +109,7 @@ rule cluster_pictures:
 
 rule subgroup_heatmap:
     input:
-        export=rules.export_clusters.output.export,
+        clusters_per_sample=rules.export_clusters.output.clusters_per_sample,
         manifest=rules.prepare.output.manifest,
     output:
         **registered(output_files("figure", ["subgroups"]), "Cluster pictures"),
@@ -116,7 +118,7 @@ rule subgroup_heatmap:
     benchmark:
         "logs/benchmarks/subgroup_heatmap/{dataset}.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("subgroup_heatmap"),
     script:
@@ -128,14 +130,14 @@ rule summary_md:
         unpack(summary_md_inputs),
     output:
         summary=report(
-            "results/summary.md", caption="../report/summary.rst", category="Summary"
+            PATHS["summary_md"], caption="../report/summary.rst", category="Summary"
         ),
     log:
         "logs/summary_md.log",
     benchmark:
         "logs/benchmarks/summary_md.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("summary_md"),
     script:

@@ -6,13 +6,13 @@ rule slices:
         images=images_of,  # for slices.embedding: pixels
     output:
         **summary_tables("slices"),
-        per_sample=PATHS["slices"],
+        slices_per_sample=PATHS["slices_per_sample"],
     log:
         "logs/slices/{dataset}.log",
     benchmark:
         "logs/benchmarks/slices/{dataset}.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("slices"),
     script:
@@ -21,7 +21,7 @@ rule slices:
 
 rule slices_figure:
     input:
-        per_sample=rules.slices.output.per_sample,
+        slices_per_sample=rules.slices.output.slices_per_sample,
         slices=rules.slices.output.slices,
         manifest=PATHS["manifest"],
         images=images_of,
@@ -32,7 +32,7 @@ rule slices_figure:
     benchmark:
         "logs/benchmarks/slices_figure/{dataset}.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("slices_figure"),
     script:

@@ -12,7 +12,7 @@ rule train:
     wildcard_constraints:
         dataset=one_of(STUDY.image_datasets),
     conda:
-        "../../envs/torch.yaml"
+        "../envs/torch.yaml"
     threads: 1  # small CPU batches: two 1-thread jobs train 1.5× faster than one 2-thread job
     resources:
         gpu=1,

@@ -2,15 +2,15 @@ rule validation:
     input:
         unpack(validation_inputs),
     output:
-        table="results/validation/table.csv",
-        tuning="results/validation/tuning.csv",
-        summary="results/validation/summary.md",
+        table=PATHS["validation_table"],
+        tuning=PATHS["validation_tuning"],
+        summary=PATHS["validation_summary"],
     log:
         "logs/validation/table.log",
     benchmark:
         "logs/benchmarks/validation/table.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     params:
         settings=params_of("validation"),
     script:
@@ -19,16 +19,16 @@ rule validation:
 
 rule validation_figure:
     input:
-        table="results/validation/table.csv",
+        table=rules.validation.output.table,
     output:
-        png="results/validation/figure.png",
-        pdf="results/validation/figure.pdf",
+        png=PATHS["validation_figure"].format(extension="png"),
+        pdf=PATHS["validation_figure"].format(extension="pdf"),
     log:
         "logs/validation/figure.log",
     benchmark:
         "logs/benchmarks/validation/figure.tsv"
     conda:
-        "../../envs/plots.yaml"
+        "../envs/plots.yaml"
     params:
         settings=params_of("validation_figure"),
     script:

@@ -1,6 +1,6 @@
 """Draw the nested, stratified sample of size n and its folds."""
 
 from hetcv.jobs import run_from_snakemake
-from hetcv.splits import run_split_job
+from hetcv.split import run_split_job
 
 run_from_snakemake(snakemake, run_split_job)

@@ -1,6 +1,6 @@
 """Draw the planted-subgroup benchmark's figure."""
 
 from hetcv.jobs import run_from_snakemake
-from hetcv.report import run_validation_figure_job
+from hetcv.validation_figure import run_validation_figure_job
 
 run_from_snakemake(snakemake, run_validation_figure_job)
