@@ -175,7 +175,9 @@ def mnist_source(source: dict, seed: int):
         planted = kept_digit == source["digit"]
     if mechanism == "noisy":
         rows = np.flatnonzero(kept_digit == source["digit"])
-        flipped = rng.choice(rows, size=round(source.get("flip_rate", 0.0) * len(rows)), replace=False)
+        flipped = rng.choice(
+            rows, size=round(source.get("flip_rate", 0.0) * len(rows)), replace=False
+        )
         target[flipped] = 1 - target[flipped]
         planted = (kept_digit == source["digit"]) & (source.get("flip_rate", 0.0) > 0)
     noise_seeds = rng.integers(0, 2**31, size=len(keep))

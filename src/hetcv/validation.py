@@ -36,16 +36,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hetcv import mnist
 from hetcv.columns import NULL_SETTING
 from hetcv.errors import HetcvError
+from hetcv.planted import class_profile, membership_ceiling, validity_gate, within_class_auroc
 from hetcv.seeding import derive_seed
 from hetcv.slices import (
     BASELINES,
+    FEATURE_FREE,
     METHODS,
     fold_slices,
     fold_vectors,
     principal_scores,
     slice_summary,
+    standardised,
 )
 from hetcv.stats import SIGNIFICANCE
 from hetcv.subgroups import recovery
@@ -55,9 +59,20 @@ TUNING_GRID = {
     "george": [{"components": c} for c in (3, 6)],
     "error_predictor": [{"c": c} for c in (0.1, 1.0)],
     "worst_cluster": [{}],
+    "neighbours": [{"k": k} for k in (10, 25, 50)],
 }
 PCA_GRID = (10, 25)
-RECOVERY = ["precision_at_10", "precision_at_25", "auroc"]
+RECOVERY = ["precision_at_10", "precision_at_25", "auroc", "within_auroc"]
+CEILING = "ceiling"
+
+
+def is_mnist(source: dict) -> bool:
+    return source.get("kind") == "mnist"
+
+
+def is_null(source: dict) -> bool:
+    """Whether a validation setting plants nothing (digits ``balanced``, an MNIST null rung)."""
+    return mnist.is_null(source) if is_mnist(source) else source["variant"] == "balanced"
 
 
 def setting_label(source: dict) -> str:
@@ -74,6 +89,8 @@ def setting_label(source: dict) -> str:
     str
         The setting's label in tables and figures.
     """
+    if is_mnist(source):
+        return mnist.setting_label(source)
     variant = source["variant"]
     if variant == "rare":
         return f"rare {100 * source['prevalence']:g}%"
@@ -95,6 +112,8 @@ def setting_order(source: dict) -> tuple[int, float]:
     tuple of (int, float)
         Sort key: the variant's rank and its prevalence or flip rate (0 when balanced).
     """
+    if is_mnist(source):
+        return (mnist.MECHANISMS.index(source["mechanism"]), -mnist.strength(source))
     variant = source["variant"]
     return (
         ("rare", "noisy", "balanced").index(variant),
@@ -134,6 +153,7 @@ def ceiling(
         [int((~correct & ~member).sum()), int((correct & ~member).sum())],
     ]
     return {
+        **validity_gate(correct, member),
         "accuracy": correct.mean(),
         "planted_accuracy": correct[member].mean() if member.any() else np.nan,
         "other_accuracy": correct[~member].mean(),
@@ -174,8 +194,10 @@ def digit_spread(correct: np.ndarray, digit: np.ndarray) -> dict[str, float]:
     }
 
 
-def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, float]:
-    """Precision@10, @25 and AUROC per (fold, evaluation half), averaged.
+def half_recovery(
+    per_sample: pd.DataFrame, planted: pd.Series, target: pd.Series | None = None
+) -> dict[str, float]:
+    """Precision@10, @25, AUROC and within-class AUROC per (fold, evaluation half), averaged.
 
     Parameters
     ----------
@@ -183,6 +205,8 @@ def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, flo
         One method's :func:`hetcv.slices.fold_slices` rows with ``fold``.
     planted : Series of bool
         Indexed by ``sample_id``.
+    target : Series, optional
+        The true class, indexed by ``sample_id`` (without it, ``within_auroc`` is NaN).
 
     Returns
     -------
@@ -192,10 +216,23 @@ def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, flo
     member = planted.loc[per_sample["sample_id"]].to_numpy(dtype=bool)
     if not member.any():
         return dict.fromkeys(RECOVERY, np.nan)
+    classes = (
+        target.loc[per_sample["sample_id"]].to_numpy()
+        if target is not None
+        else np.zeros(len(per_sample), dtype=int)
+    )
     scores = []
-    for _, rows in per_sample.assign(member=member).groupby(["fold", "half"], sort=True):
+    framed = per_sample.assign(member=member, classes=classes)
+    for _, rows in framed.groupby(["fold", "half"], sort=True):
         found = recovery(
             rows["slice"].to_numpy() == 0, rows["score"].to_numpy(), rows["member"].to_numpy()
+        )
+        found["within_auroc"] = (
+            within_class_auroc(
+                rows["score"].to_numpy(), rows["member"].to_numpy(), rows["classes"].to_numpy()
+            )
+            if target is not None
+            else np.nan
         )
         scores.append([found[key] for key in RECOVERY])
     return dict(zip(RECOVERY, np.nanmean(np.array(scores, dtype=float), axis=0), strict=True))
@@ -219,8 +256,11 @@ class PlantedDataset:
 
     def __init__(self, name, source, manifest, images, folds):
         self.name, self.source = name, source
-        self.planted = manifest.set_index("sample_id")["planted"]
-        self.digit = manifest.set_index("sample_id")["subgroup"] if "subgroup" in manifest else None
+        indexed = manifest.set_index("sample_id")
+        self.planted = indexed["planted"]
+        self.target = indexed["target"]
+        self.digit = indexed["subgroup"] if "subgroup" in manifest else None
+        self.metadata = indexed[[c for c in ("marker", "scanner") if c in indexed]]
         largest = max(int(fold["n"].iloc[0]) for fold in folds)
         self.folds = [fold for fold in folds if int(fold["n"].iloc[0]) == largest]
         row_of = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"])
@@ -233,6 +273,10 @@ class PlantedDataset:
     @property
     def label(self) -> str:
         return setting_label(self.source)
+
+    @property
+    def null(self) -> bool:
+        return is_null(self.source)
 
     def slices(self, method: str, settings: dict, clustering: dict, seed: int) -> pd.DataFrame:
         """One method's cross-fitted rows over every fold (``settings``: + embedding, pca)."""
@@ -258,16 +302,59 @@ class PlantedDataset:
             self._scores[key] = principal_scores(self.vectors[embedding][number], width)
         return self._scores[key]
 
+    def ceiling_score(self, settings: dict, clustering: dict, seed: int) -> dict:
+        """:func:`hetcv.planted.membership_ceiling` on the default's embedding and halves."""
+        halves = self.slices("random", settings, clustering, seed)
+        parts = []
+        for number, fold in enumerate(self.folds):
+            rows = halves[halves["fold"] == number]
+            embedding = standardised(
+                self.scores(settings["embedding"], settings["pca_components"], number)
+            )
+            member = self.planted.loc[fold["sample_id"]].to_numpy(dtype=bool)
+            if member.any():
+                score = membership_ceiling(
+                    embedding, fold["target"].to_numpy(), member, rows["half"].to_numpy()
+                )
+            else:
+                score = np.zeros(len(fold))
+            parts.append(rows.assign(score=score, slice=-1))
+        per_sample = pd.concat(parts, ignore_index=True)
+        tested = dict.fromkeys(("gap", "p_value", "excess_gap", "excess_p_value"), np.nan)
+        return {
+            **half_recovery(per_sample, self.planted, self.target),
+            **tested,
+            "significant": False,
+        }
+
+    def profile(self, per_sample: pd.DataFrame) -> dict:
+        """The worst slice's most over-represented metadata level within its main class."""
+        if self.metadata.empty:
+            return {}
+        inside = per_sample["slice"].to_numpy() == 0
+        if not inside.any():
+            return {}
+        ids = per_sample["sample_id"]
+        rows = class_profile(
+            inside,
+            self.target.loc[ids].to_numpy(),
+            self.metadata.loc[ids].reset_index(drop=True),
+        )
+        main = max(rows, key=lambda row: (row["members"], row["lift"]))
+        return {f"profile_{key}": value for key, value in main.items()}
+
     def score(self, method: str, settings: dict, clustering: dict, seed: int) -> dict:
         """Recovery and the held-out significance of one method's worst slice."""
         per_sample = self.slices(method, settings, clustering, seed)
         worst = slice_summary(per_sample).query("slice == 0")
+        found = half_recovery(per_sample, self.planted, self.target)
         if worst.empty:
             tested = dict.fromkeys(("gap", "p_value", "excess_gap", "excess_p_value"), np.nan)
-            return {**half_recovery(per_sample, self.planted), **tested, "significant": False}
+            return {**found, **tested, "significant": False}
         row = worst.iloc[0]
         return {
-            **half_recovery(per_sample, self.planted),
+            **found,
+            **self.profile(per_sample),
             **{key: float(row[key]) for key in ("gap", "p_value", "excess_gap", "excess_p_value")},
             "significant": bool(row["underperforms"]),
         }
@@ -325,45 +412,69 @@ def chosen_settings(tuning: pd.DataFrame) -> tuple[dict[str, dict], str]:
     import json
 
     means = tuning.groupby(["method", "settings"])[["precision_at_10", "auroc"]].mean()
-    means = means.sort_values(["precision_at_10", "auroc"], ascending=False)
+    means = means.sort_values(["precision_at_10", "auroc"], ascending=False, kind="stable")
     best = means.reset_index().drop_duplicates("method")
     settings = {row.method: json.loads(row.settings) for row in best.itertuples()}
     return settings, best["method"].iloc[0]
 
 
 def scored_table(
-    datasets: list[PlantedDataset], settings: dict[str, dict], clustering: dict, seed: int
+    datasets: list[PlantedDataset],
+    settings: dict[str, dict],
+    clustering: dict,
+    seed: int,
+    default: str | None = None,
 ) -> pd.DataFrame:
     """Every method (frozen settings) and baseline on the test datasets, with their ceilings.
+
+    Parameters
+    ----------
+    datasets, settings, clustering, seed
+        The test datasets, each method's frozen settings, the paper's clustering, the seed.
+    default : str, optional
+        The default method: the membership ceiling (method :data:`CEILING`) uses its
+        embedding and PCA width; without it, the model's features at the first PCA width.
 
     Returns
     -------
     DataFrame
-        One row per (dataset, method): ``setting, dataset, draw, method``, :data:`RECOVERY`,
-        ``gap, p_value, excess_gap, excess_p_value, significant`` and the :func:`ceiling`
-        columns.
+        One row per (dataset, method): ``setting, dataset, draw, null, mechanism, strength,
+        method``, :data:`RECOVERY`, ``gap, p_value, excess_gap, excess_p_value,
+        significant``, the worst slice's ``profile_*`` (metadata level over-represented in its
+        main class) and the :func:`ceiling` columns (the validity gate among them).
     """
     rows = []
     baseline = {"embedding": "model", "pca_components": PCA_GRID[0]}
     for dataset in datasets:
         limit = ceiling(dataset.folds, dataset.planted, dataset.digit)
+        described = {
+            "setting": dataset.label,
+            "dataset": dataset.name,
+            "draw": dataset.source.get("draw", 0),
+            "null": dataset.null,
+            "mechanism": dataset.source.get("mechanism", dataset.source.get("variant")),
+            "strength": mnist.strength(dataset.source) if is_mnist(dataset.source) else np.nan,
+        }
         for method in METHODS + BASELINES:
             found = dataset.score(method, settings.get(method, baseline), clustering, seed)
-            rows.append(
-                {
-                    "setting": dataset.label,
-                    "dataset": dataset.name,
-                    "draw": dataset.source.get("draw", 0),
-                    "method": method,
-                    **found,
-                    **limit,
-                }
-            )
+            rows.append({**described, "method": method, **found, **limit})
+        frozen = {
+            **baseline,
+            **{
+                k: v
+                for k, v in settings.get(default, {}).items()
+                if k in ("embedding", "pca_components")
+            },
+        }
+        found = dataset.ceiling_score(frozen, clustering, seed)
+        rows.append({**described, "method": CEILING, **found, **limit})
     return pd.DataFrame(rows)
 
 
-def paired_difference(table: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
-    """Per setting: the mean over seeds of ``first``'s precision@10 minus ``second``'s.
+def paired_difference(
+    table: pd.DataFrame, first: str, second: str, value: str = "precision_at_10"
+) -> pd.DataFrame:
+    """Per setting: the mean over seeds of ``first``'s ``value`` minus ``second``'s.
 
     Returns
     -------
@@ -371,10 +482,10 @@ def paired_difference(table: pd.DataFrame, first: str, second: str) -> pd.DataFr
         ``setting, seeds, difference, low, high`` (95 % t interval over seeds; NaN bounds
         with fewer than two seeds).
     """
-    wide = table.pivot_table(
-        index=["setting", "draw"], columns="method", values="precision_at_10", sort=False
-    )
+    wide = table.pivot_table(index=["setting", "draw"], columns="method", values=value, sort=False)
     rows = []
+    if first not in wide or second not in wide:
+        return pd.DataFrame(columns=["setting", "seeds", "difference", "low", "high"])
     for setting, frame in wide.groupby(level="setting", sort=False):
         difference = (frame[first] - frame[second]).dropna().to_numpy()
         if len(difference) == 0:
@@ -399,13 +510,91 @@ def paired_difference(table: pd.DataFrame, first: str, second: str) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def mean_interval(values: pd.Series) -> str:
+def mean_interval(values: pd.Series, digits: int = 2) -> str:
     """``0.62 (0.48–0.76)``: the mean over seeds with its 95 % t interval."""
-    values = values.dropna()
+    values = values.dropna().astype(float)
+    form = f".{digits}f"
     if len(values) < 2:
-        return f"{values.mean():.2f}" if len(values) else "–"
+        return f"{values.mean():{form}}" if len(values) else "–"
     half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return f"{values.mean():.2f} ({values.mean() - half:.2f}–{values.mean() + half:.2f})"
+    mean = values.mean()
+    return f"{mean:{form}} ({mean - half:{form}}–{mean + half:{form}})"
+
+
+def gate_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per planted setting: the validity gate over seeds (one row per dataset in ``table``)."""
+    per_dataset = table[~table["null"]].drop_duplicates("dataset")
+    rows = []
+    for setting, frame in per_dataset.groupby("setting", sort=False):
+        rows.append(
+            {
+                "setting": setting,
+                "seeds": len(frame),
+                "planted held-out": f"{frame['planted_held_out'].mean():.0f}",
+                "planted accuracy": mean_interval(frame["planted_accuracy"], 3),
+                "rest accuracy": mean_interval(frame["other_accuracy"], 3),
+                "gap, points": mean_interval(100 * frame["gate_gap"], 1),
+                "per-seed CI of the gap": "; ".join(
+                    f"{100 * row.gate_gap_low:.0f}–{100 * row.gate_gap_high:.0f}"
+                    for row in frame.itertuples()
+                ),
+                "error share": mean_interval(frame["planted_error_share"], 2),
+                "strong": f"{int(frame['strong'].sum())}/{len(frame)}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def done_when(table: pd.DataFrame, default: str) -> list[str]:
+    """Issue 30's targets, checked on the measured table (one line each)."""
+    strong = table[~table["null"] & table["strong"].astype(bool)]
+    lines = []
+    mine = strong[strong["method"] == default]
+    by_mechanism = mine.groupby("mechanism")["precision_at_10"].mean()
+    lines.append(
+        f"- precision@10 of {default} on the strong seeds, per mechanism (target >= 0.8): "
+        + ", ".join(f"{m} {v:.2f}" for m, v in by_mechanism.items())
+        + f" → met in {int((by_mechanism >= 0.8).sum())} of {len(by_mechanism)}."
+    )
+    beats, close = [], []
+    for mechanism, frame in strong.groupby("mechanism"):
+        frame = frame.assign(setting=mechanism)
+        lows = [
+            paired_difference(frame, default, baseline, "within_auroc") for baseline in FEATURE_FREE
+        ]
+        if all(len(low) and low["low"].iloc[0] > 0 for low in lows):
+            beats.append(mechanism)
+        gap = paired_difference(frame, CEILING, default, "auroc")
+        if len(gap) and gap["difference"].iloc[0] <= 0.1:
+            close.append(mechanism)
+    lines.append(
+        f"- within-class AUROC of {default} above every feature-free baseline (paired CI > 0; "
+        f"target: 3 of 4 mechanisms): {len(beats)} ({', '.join(beats) or 'none'})."
+    )
+    lines.append(
+        f"- {default}'s AUROC within 0.1 of the ceiling's (target: 2 of 4): {len(close)} "
+        f"({', '.join(close) or 'none'})."
+    )
+    nulls = table[table["null"] & (table["method"] == default)]
+    if len(nulls):
+        lines.append(
+            f"- {default} reports a significantly worse slice in "
+            f"{int(nulls['significant'].sum())} of {len(nulls)} null seeds "
+            f"({100 * nulls['significant'].mean():.0f} %; target <= 10 %)."
+        )
+    marker = mine[(mine["mechanism"] == "marker")]
+    if "profile_share" in marker and marker["profile_share"].notna().any():
+        ratio = marker["profile_share"] / marker["profile_class_share"]
+        lines.append(
+            "- marker: the top slice's main class over-represents "
+            + ", ".join(
+                f"{row.profile_column} = {row.profile_level} ({100 * row.profile_share:.0f} % "
+                f"against {100 * row.profile_class_share:.0f} % in its class)"
+                for row in marker.itertuples()
+            )
+            + f"; share >= 1.5 × the class's in {int((ratio >= 1.5).sum())} of {len(marker)} seeds."
+        )
+    return lines
 
 
 def summary_markdown(
@@ -429,79 +618,108 @@ def summary_markdown(
     str
         Markdown, ending with a newline.
     """
-    methods = list(METHODS + BASELINES)
-    planted = table[table["setting"] != NULL_SETTING]
+    if "null" not in table:
+        table = table.assign(null=table["setting"] == NULL_SETTING)
+    methods = [m for m in METHODS + BASELINES + (CEILING,) if m in set(table["method"])]
+    planted = table[~table["null"]]
     order = list(dict.fromkeys(planted["setting"]))
     sections = [
         f"Default method (best tuning precision@10): **{default}**. Frozen settings: "
-        + "; ".join(f"{method} {settings[method]}" for method in METHODS)
-        + ".",
+        + "; ".join(f"{method} {settings[method]}" for method in METHODS if method in settings)
+        + f". The ceiling ({CEILING}) is a cross-fitted logistic regression per class that "
+        "predicts the planted membership itself from the default's embedding.",
     ]
+    if "strong" in table:
+        sections += [
+            "Validity gate (every held-out sample of both folds): the planted group's accuracy "
+            "against the rest's, the gap in points with its per-seed 95 % CI (Agresti–Caffo), "
+            "the planted share of the errors; strong: gap >= 15 points with >= 50 planted "
+            "held-out samples:",
+            gate_table(table).to_markdown(index=False),
+        ]
     for value, title in (
         ("precision_at_10", "Precision@10"),
         ("precision_at_25", "Precision@25"),
-        ("auroc", "AUROC of the worst-slice score"),
+        ("auroc", "AUROC of membership (the worst-slice score)"),
+        ("within_auroc", "Within-class AUROC of membership"),
     ):
+        if value not in planted:
+            continue
         by_cell = planted.groupby(["setting", "method"], sort=False)[value]
         view = by_cell.apply(mean_interval).unstack().reindex(index=order, columns=methods)
-        sections += [f"{title} on the test digit (mean over seeds, 95 % CI):", view.to_markdown()]
-    paired = []
-    for baseline in BASELINES + tuple(m for m in METHODS if m != default):
-        for row in paired_difference(planted, default, baseline).itertuples():
-            paired.append(
-                {
-                    "setting": row.setting,
-                    "against": baseline,
-                    "difference": f"{row.difference:+.2f} ({row.low:+.2f} to {row.high:+.2f})",
-                }
+        sections += [f"{title} on the test family (mean over seeds, 95 % CI):", view.to_markdown()]
+    for value in ("precision_at_10", "within_auroc"):
+        if value not in planted:
+            continue
+        paired = []
+        others = [m for m in BASELINES + METHODS + (CEILING,) if m != default and m in methods]
+        for baseline in others:
+            for row in paired_difference(planted, default, baseline, value).itertuples():
+                paired.append(
+                    {
+                        "setting": row.setting,
+                        "against": baseline,
+                        "difference": f"{row.difference:+.2f} ({row.low:+.2f} to {row.high:+.2f})",
+                    }
+                )
+        if paired:
+            paired_view = pd.DataFrame(paired).pivot(
+                index="setting", columns="against", values="difference"
             )
-    if paired:
-        paired_view = pd.DataFrame(paired).pivot(
-            index="setting", columns="against", values="difference"
-        )
-        sections += [
-            f"Paired across seeds: {default}'s precision@10 minus each other method's (95 % CI):",
-            paired_view.reindex(order).to_markdown(),
-        ]
-    rates = table.groupby(["setting", "method"], sort=False)["significant"].mean().unstack()
+            sections += [
+                f"Paired across seeds: {default}'s {value} minus each other's (95 % CI):",
+                paired_view.reindex(index=order, columns=others).to_markdown(),
+            ]
+    found = table[table["method"] != CEILING]
+    rates = found.groupby(["setting", "method"], sort=False)["significant"].mean().unstack()
     raw = (
-        (table.assign(raw=table["p_value"] < SIGNIFICANCE))
+        (found.assign(raw=found["p_value"] < SIGNIFICANCE))
         .groupby(["setting", "method"], sort=False)["raw"]
         .mean()
         .unstack()
     )
+    seeds = found.groupby("setting", sort=False)["dataset"].nunique()
+    rates.insert(0, "seeds", seeds)
+    shown = ["seeds"] + [m for m in methods if m in rates]
     sections += [
         "Share of seeds in which the worst slice underperforms on the held-out halves as "
         "summary.md reports it (excess failure beyond the model's recalibrated confidence, "
-        "one-sided p < 0.05); with nothing planted this is the false-positive rate. The "
+        "one-sided p < 0.05); at the null rungs this is the false-positive rate. The "
         "outcome-defined baselines (loss, confusion_cell) select on the measured half's own "
         "errors, so for them it is no test:",
-        rates[methods].to_markdown(floatfmt=".2f"),
+        rates[shown].to_markdown(floatfmt=".2f"),
         "The same for the raw failure gap (no confidence): hard images make it fire with "
         "nothing planted too:",
-        raw[methods].to_markdown(floatfmt=".2f"),
+        raw[[m for m in methods if m in raw]].to_markdown(floatfmt=".2f"),
     ]
-    per_dataset = table.drop_duplicates("dataset")
-    columns = ["planted_share", "planted_accuracy", "other_accuracy", "planted_error_share"]
-    if "digits_differ_p" in per_dataset:
-        per_dataset = per_dataset.assign(digits_differ=per_dataset["digits_differ_p"] < 0.05)
-        columns += ["digits_differ", "hardest_digit_accuracy"]
-    ceilings = per_dataset.groupby("setting", sort=False)[columns].mean()
-    found = per_dataset.groupby("setting", sort=False)["planted_gap_p"]
-    ceilings["seeds_planted_worse"] = found.apply(
-        lambda p: f"{int((p < SIGNIFICANCE).sum())}/{p.notna().sum()}"
-    )
-    sections += [
-        "The ceiling: the planted group's accuracy against the rest's, the share of errors "
-        "that are planted, in how many seeds the planted group is significantly less "
-        "accurate (Fisher, one-sided), the share of seeds whose ten digits differ in accuracy "
-        "(chi-square p < 0.05: real slices, planted or not) and the hardest digit's accuracy:",
-        ceilings.to_markdown(floatfmt=".3f"),
-    ]
+    if "profile_level" in table:
+        described = table[(table["method"] == default) & table["profile_level"].notna()]
+        if len(described):
+            view = described[
+                [
+                    "setting",
+                    "draw",
+                    "profile_class",
+                    "profile_column",
+                    "profile_level",
+                    "profile_share",
+                    "profile_class_share",
+                    "profile_lift",
+                    "profile_members",
+                ]
+            ]
+            sections += [
+                f"What {default}'s worst slice is: within the class holding most of its "
+                "measuring-half members, the metadata level it over-represents most (share in "
+                "the slice, share in the class, lift):",
+                view.to_markdown(index=False, floatfmt=".2f"),
+            ]
+    if "strong" in table:
+        sections += ["Issue 30's targets, as measured:", "\n".join(done_when(table, default))]
     tuned = tuning.groupby(["method", "settings"])[RECOVERY].mean().reset_index()
     tuned = tuned.sort_values(["method", "precision_at_10"], ascending=[True, False])
     sections += [
-        "Tuning (the tuning digit; mean over its datasets):",
+        "Tuning (the tuning family; mean over its datasets):",
         tuned.to_markdown(index=False, floatfmt=".2f"),
     ]
     return "\n\n".join(sections) + "\n"
@@ -521,29 +739,33 @@ def load_datasets(inputs: dict, sources: dict[str, dict]) -> list[PlantedDataset
 def split_roles(
     datasets: list[PlantedDataset], tuning_digit: int
 ) -> tuple[list[PlantedDataset], list[PlantedDataset]]:
-    """Tuning datasets (planted ``digit`` = the tuning digit) and test datasets (the rest).
+    """Tuning datasets and test datasets (the rest).
+
+    MNIST datasets tune when their ``source.family`` is ``tune``; digits datasets when their
+    planted ``digit`` is the tuning digit.
 
     Raises
     ------
     HetcvError
         When either side is empty, or no test dataset has nothing planted.
     """
-    tuning = [
-        d
-        for d in datasets
-        if d.source.get("digit", 8) == tuning_digit and d.source["variant"] != "balanced"
-    ]
+
+    def tunes(d: PlantedDataset) -> bool:
+        if is_mnist(d.source):
+            return d.source.get("family", "test") == "tune"
+        return d.source.get("digit", 8) == tuning_digit and d.source["variant"] != "balanced"
+
+    tuning = [d for d in datasets if tunes(d)]
     test = [d for d in datasets if d not in tuning]
     if not tuning:
         raise HetcvError(
-            f"validation.tuning_digit: no planted dataset has source.digit {tuning_digit}"
+            f"validation: no tuning dataset (source.family tune, or source.digit {tuning_digit})"
         )
-    if not any(d.source["variant"] == "balanced" for d in test):
-        raise HetcvError("validation: no dataset has source.variant 'balanced' (the null setting)")
-    if not any(d.source["variant"] != "balanced" for d in test):
+    if not any(d.null for d in test):
+        raise HetcvError("validation: no test dataset plants nothing (the null setting)")
+    if not any(not d.null for d in test):
         raise HetcvError(
-            f"validation: every planted dataset uses the tuning digit {tuning_digit}; "
-            "nothing is left to test"
+            "validation: every planted dataset is a tuning one; nothing is left to test"
         )
     return tuning, test
 
@@ -565,11 +787,11 @@ def run_validation_job(inputs: dict, outputs: dict, params: dict) -> None:
     from hetcv.io import atomic_path, write_csv
 
     datasets = load_datasets(inputs, params["settings"])
-    tuning_sets, test_sets = split_roles(datasets, params["tuning_digit"])
+    tuning_sets, test_sets = split_roles(datasets, params.get("tuning_digit", 3))
     clustering, seed = params["clustering"], params["seed"]
     tuning = tune(tuning_sets, params["embeddings"], clustering, seed)
     settings, default = chosen_settings(tuning)
-    table = scored_table(test_sets, settings, clustering, seed)
+    table = scored_table(test_sets, settings, clustering, seed, default)
     write_csv(tuning, outputs["tuning"])
     write_csv(table, outputs["table"])
     with atomic_path(outputs["summary"]) as temporary:
