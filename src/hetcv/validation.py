@@ -258,11 +258,12 @@ class PlantedDataset:
         self.name, self.source = name, source
         indexed = manifest.set_index("sample_id")
         self.planted = indexed["planted"]
-        self.target = indexed["target"]
         self.digit = indexed["subgroup"] if "subgroup" in manifest else None
         self.metadata = indexed[[c for c in ("marker", "scanner") if c in indexed]]
         largest = max(int(fold["n"].iloc[0]) for fold in folds)
         self.folds = [fold for fold in folds if int(fold["n"].iloc[0]) == largest]
+        held_out = pd.concat(self.folds, ignore_index=True).drop_duplicates("sample_id")
+        self.target = held_out.set_index("sample_id")["target"]
         row_of = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"])
         self.vectors = {
             embedding: [fold_vectors(fold, embedding, images, row_of) for fold in self.folds]
@@ -759,10 +760,14 @@ def split_roles(
     test = [d for d in datasets if d not in tuning]
     if not tuning:
         raise HetcvError(
-            f"validation: no tuning dataset (source.family tune, or source.digit {tuning_digit})"
+            f"validation.tuning_digit: no planted dataset has source.digit {tuning_digit} "
+            "(nor source.family tune)"
         )
     if not any(d.null for d in test):
-        raise HetcvError("validation: no test dataset plants nothing (the null setting)")
+        raise HetcvError(
+            "validation: no test dataset has source.variant 'balanced' or an MNIST null rung "
+            "(the null setting)"
+        )
     if not any(not d.null for d in test):
         raise HetcvError(
             "validation: every planted dataset is a tuning one; nothing is left to test"
