@@ -43,9 +43,11 @@ PATCH_MARGIN = 1
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 # The "second scanner" of each family: contrast (× the image), blur (Gaussian sigma, pixels),
 # noise (Gaussian sd, grey levels) and a raised background (grey levels).
+# A mild scanner (contrast 0.35, blur 0.7, noise 28) cost a ResNet18 trained on 95 % clean
+# images only about 5 points: these are severe enough for a strong rung at 5 %.
 SCANNERS = {
-    "B": {"contrast": 0.45, "blur": 1.0, "noise": 18.0, "background": 30.0},
-    "C": {"contrast": 0.35, "blur": 0.7, "noise": 28.0, "background": 45.0},
+    "B": {"contrast": 0.3, "blur": 1.2, "noise": 40.0, "background": 40.0},
+    "C": {"contrast": 0.25, "blur": 1.0, "noise": 45.0, "background": 55.0},
 }
 
 

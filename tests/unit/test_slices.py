@@ -120,7 +120,9 @@ def test_slices_are_ranked_by_their_shrunk_failure():
     assert found.score.tolist() == pytest.approx(rates[[0, 1, 2, 1]])
 
 
-@pytest.mark.parametrize("method", ["domino", "george", "error_predictor", "worst_cluster"])
+@pytest.mark.parametrize(
+    "method", ["domino", "george", "error_predictor", "worst_cluster", "neighbours"]
+)
 def test_each_method_finds_a_planted_failing_blob_on_the_other_half(method):
     fold, points, member = planted_fold()
     per_sample, _ = dataset_slices(
