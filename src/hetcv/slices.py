@@ -837,7 +837,9 @@ def slice_summary(per_sample: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def slice_profile(inside: np.ndarray, metadata: pd.DataFrame) -> str:
+def slice_profile(
+    inside: np.ndarray, metadata: pd.DataFrame, classes: np.ndarray | None = None
+) -> str:
     """What sets a slice apart in the metadata: each column's most over-represented level.
 
     Parameters
@@ -846,14 +848,19 @@ def slice_profile(inside: np.ndarray, metadata: pd.DataFrame) -> str:
         Membership of the slice (held-out rows of every fold).
     metadata : DataFrame
         The metadata columns, row for row.
+    classes : ndarray of shape (n_samples,), optional
+        The true class, row for row: each class the slice holds then gets its own profile of
+        the categorical columns (a shortcut slice gathers the marker's absence in one class
+        and its presence in the other, which the overall share hides).
 
     Returns
     -------
     str
         ``"site B 62 % (30 % overall); age 71.0 (64.2 overall)"``: for each categorical column
         (:func:`hetcv.profiles.is_categorical`) the level whose share rises most in the slice,
-        for each numeric one the slice's median against the overall one; empty without
-        metadata.
+        for each numeric one the slice's median against the overall one; with ``classes``,
+        then ``"; within class 1 (40 of them): marker no 88 % (3 % in the class)"`` for each
+        class holding at least a tenth of the slice; empty without metadata.
     """
     from hetcv.profiles import is_categorical
 
@@ -875,7 +882,35 @@ def slice_profile(inside: np.ndarray, metadata: pd.DataFrame) -> str:
                 f"{column} {values[present & inside].median():.3g} "
                 f"({values[present].median():.3g} overall)"
             )
+    if classes is not None and parts:
+        parts += _class_parts(inside, metadata, np.asarray(classes))
     return "; ".join(parts)
+
+
+def _class_parts(inside: np.ndarray, metadata: pd.DataFrame, classes: np.ndarray) -> list[str]:
+    """``within class 1 (40 of them): marker no 88 % (3 % in the class)`` per class held."""
+    from hetcv.planted import class_profile
+    from hetcv.profiles import is_categorical
+
+    categorical = [c for c in metadata.columns if is_categorical(metadata[c].dropna())]
+    if not categorical:
+        return []
+    present = metadata[categorical].notna().all(axis=1).to_numpy()
+    rows = class_profile(
+        inside & present,
+        classes,
+        metadata[categorical].reset_index(drop=True).astype(object),
+    )
+    parts = []
+    for row in rows:
+        if row["members"] < 0.1 * inside.sum():
+            continue
+        parts.append(
+            f"within class {row['class']} ({row['members']} of them): {row['column']} "
+            f"{row['level']} {100 * row['share']:.0f} % ({100 * row['class_share']:.0f} % "
+            "in the class)"
+        )
+    return parts
 
 
 PER_SAMPLE_COLUMNS = ["sample_id", "n", "fold", "method", "slice", "score", "half"]
@@ -939,6 +974,12 @@ def dataset_slices(
     summary["outcome_defined"] = summary["method"].isin(OUTCOME_DEFINED)
     metadata = manifest.set_index("sample_id").loc[per_sample["sample_id"], metadata_columns]
     metadata = metadata.reset_index(drop=True)
+    held_out = pd.concat(folds, ignore_index=True).drop_duplicates("sample_id")
+    classes = (
+        held_out.set_index("sample_id").loc[per_sample["sample_id"], "target"].to_numpy()
+        if task == "classification"
+        else None
+    )
     summary["profile"] = [
         slice_profile(
             (
@@ -947,6 +988,7 @@ def dataset_slices(
                 & (per_sample["slice"] == row.slice)
             ).to_numpy(),
             metadata,
+            classes,
         )
         for row in summary.itertuples()
     ]

@@ -356,6 +356,21 @@ def test_slice_profile_names_the_over_represented_level_and_the_median():
     assert slice_profile(inside, metadata.iloc[:, :0]) == ""
 
 
+def test_slice_profile_within_each_class_names_what_the_overall_share_hides():
+    # A shortcut slice: class 1 without the marker and class 0 with it. Overall its marker
+    # share is the dataset's (50 %); within each class it is what sets the slice apart.
+    classes = np.repeat([0, 1], 20)
+    marker = np.array(["no"] * 18 + ["yes"] * 2 + ["yes"] * 18 + ["no"] * 2)
+    inside = np.zeros(40, dtype=bool)
+    inside[[18, 19, 38, 39]] = True
+    metadata = pd.DataFrame({"marker": marker})
+    text = slice_profile(inside, metadata, classes)
+    assert text.startswith("marker ")
+    assert "within class 0 (2 of them): marker yes 100 % (10 % in the class)" in text
+    assert "within class 1 (2 of them): marker no 100 % (10 % in the class)" in text
+    assert slice_profile(inside, metadata) == text.split("; within")[0]
+
+
 def slice_rows(p_values, gaps=(0.2, 0.1, 0.05)):
     excess = [g - 0.05 for g in gaps]
     return pd.DataFrame(
