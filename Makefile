@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores 1 --report results/report.html
 
 validate: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[validate]"
 	$(BIN)/snakemake validate --configfile config/validation.yaml --cores all
 
 bench: $(STAMP)

@@ -231,7 +231,11 @@ def _validation(study: Study, w) -> dict:
     return {
         "settings": {name: study.dataset(name)["source"] for name in planted},
         **study.config["validation"],
-        "clustering": {**study.selected, "fcm": study.config["clustering"]["fcm"]},
+        "clustering": {
+            **study.selected,
+            "fcm": study.config["clustering"]["fcm"],
+            "pca_components": study.config["clustering"]["pca_components"],
+        },
         "seed": derive_seed(study.config["seed"], "validation"),
     }
 
@@ -280,4 +284,5 @@ PARAMS = {
     "labels": _labels,
     "validation": _validation,
     "validation_figure": _style,
+    "validation_dose_response": _style,
 }

@@ -45,6 +45,7 @@ PATHS = {
     "validation_tuning": f"{VALIDATION}/tuning.csv",
     "validation_summary": f"{VALIDATION}/summary.md",
     "validation_figure": f"{VALIDATION}/figure.{{extension}}",
+    "validation_dose_response": f"{VALIDATION}/dose_response.{{extension}}",
 }
 # The per-(dataset, n) tables of the cluster rule (PATHS keys), in FoldClustering's order.
 FOLD_TABLES = ("fold_assignments", "fold_cluster_stats", "fold_cluster_pairs", "fold_cluster_runs")

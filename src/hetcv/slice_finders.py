@@ -12,16 +12,18 @@ from scipy import stats
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
 
 from hetcv.clustering import pca_scores
 
-METHODS = ("domino", "george", "error_predictor", "worst_cluster")
+METHODS = ("domino", "george", "error_predictor", "worst_cluster", "neighbours")
 
 
-BASELINES = ("random", "loss", "confusion_cell")
+BASELINES = ("random", "loss", "confusion_cell", "confidence_bins")
 
 
 OUTCOME_DEFINED = ("loss", "confusion_cell")
+FEATURE_FREE = ("loss", "confusion_cell", "confidence_bins")
 
 
 CLASS_WEIGHT = 10.0  # Domino's y_log_likelihood_weight
@@ -385,12 +387,75 @@ def confusion_cell(
     return SliceScores(np.where(inside, 0, -1), inside + rank)
 
 
+def _local_rate(near: np.ndarray, prior: float) -> np.ndarray:
+    """Shrunk failure rate of each row's neighbours (nearest first), the nearest fifth's as a
+    tie-break."""
+    width = near.shape[1]
+    close = near[:, : max(1, width // 5)].mean(axis=1)
+    return (near.sum(axis=1) + PRIOR_SAMPLES * prior) / (width + PRIOR_SAMPLES) + 1e-3 * close
+
+
+def neighbours(fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int) -> SliceScores:
+    """Each sample's shrunk failure rate among its ``k`` nearest fitting-half neighbours.
+
+    Within each true class, the ``k`` nearest fitting-half samples in the embedding (a
+    fitting-half sample leaves itself out); their failure rate, shrunk to the fitting half's
+    by :data:`PRIOR_SAMPLES`, is the score, with the nearest fifth's rate as a tie-break. The
+    slice is the samples whose score is in the fitting half's top :data:`TOP_SHARE`: a local
+    error-rate estimate, so a small pocket of failures (a missing marker, a second scanner)
+    ranks first however the rest of the class is spread.
+    """
+    k = int(settings.get("k", 25))
+    prior = fit.failure.mean()
+    fit_score, evaluation_score = np.full(len(fit), prior), np.full(len(evaluation), prior)
+    for value in range(fit.n_classes):
+        fit_rows = np.flatnonzero(fit.classes == value)
+        evaluation_rows = np.flatnonzero(evaluation.classes == value)
+        if len(fit_rows) < 3:
+            continue
+        width = min(k, len(fit_rows) - 1)
+        index = NearestNeighbors(n_neighbors=width + 1).fit(fit.embedding[fit_rows])
+        failure = fit.failure[fit_rows]
+        own = index.kneighbors(fit.embedding[fit_rows], return_distance=False)[:, 1:]
+        fit_score[fit_rows] = _local_rate(failure[own], prior)
+        if len(evaluation_rows):
+            found = index.kneighbors(
+                evaluation.embedding[evaluation_rows], n_neighbors=width, return_distance=False
+            )
+            evaluation_score[evaluation_rows] = _local_rate(failure[found], prior)
+    return top_share_slice(fit_score, evaluation_score)
+
+
+CONFIDENCE_BINS = 10
+
+
+def confidence_bins(
+    fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: int
+) -> SliceScores:
+    """Quantile bins of the model's confidence (its top probability), ranked on the fitting half.
+
+    A feature-free baseline: :data:`CONFIDENCE_BINS` bins cut at the fitting half's quantiles
+    of the predicted class's probability, ranked worst first by their shrunk fitting-half
+    failure rate; evaluation samples score their bin's rate, lower confidence first within it.
+    """
+    fit_confidence = fit.probabilities.max(axis=1)
+    evaluation_confidence = evaluation.probabilities.max(axis=1)
+    edges = np.unique(np.quantile(fit_confidence, np.linspace(0, 1, CONFIDENCE_BINS + 1)[1:-1]))
+    fit_bin = np.searchsorted(edges, fit_confidence, side="right")
+    evaluation_bin = np.searchsorted(edges, evaluation_confidence, side="right")
+    columns = len(edges) + 1
+    scores = ranked(np.eye(columns)[fit_bin], fit.failure, np.eye(columns)[evaluation_bin])
+    return SliceScores(scores.slice, scores.score + 1e-6 * (1.0 - evaluation_confidence))
+
+
 FINDERS = {
     "domino": domino,
     "george": george,
     "error_predictor": error_predictor,
     "worst_cluster": worst_cluster,
+    "neighbours": neighbours,
     "random": random_slice,
     "loss": loss_slice,
     "confusion_cell": confusion_cell,
+    "confidence_bins": confidence_bins,
 }

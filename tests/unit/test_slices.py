@@ -6,6 +6,7 @@ import pytest
 from scipy import special, stats
 
 from hetcv.calibration import confidence_design, fit_recalibration
+from hetcv.profiles import slice_profile
 from hetcv.slice_finders import (
     BASELINES,
     METHODS,
@@ -25,7 +26,6 @@ from hetcv.slices import (
     gap_estimate,
     halves,
     slice_inputs,
-    slice_profile,
     slice_summary,
 )
 
@@ -34,6 +34,7 @@ SETTINGS = {
     "domino": {"components": 12, "gamma": 10.0},
     "george": {"components": 4},
     "error_predictor": {"c": 1.0},
+    "neighbours": {"k": 10},
 }
 CLUSTERING = {"algorithm": "kmeans", "k": 4, "fcm": {"m": 2.0, "error": 1e-5, "maxiter": 100}}
 
@@ -121,7 +122,9 @@ def test_slices_are_ranked_by_their_shrunk_failure():
     assert found.score.tolist() == pytest.approx(rates[[0, 1, 2, 1]])
 
 
-@pytest.mark.parametrize("method", ["domino", "george", "error_predictor", "worst_cluster"])
+@pytest.mark.parametrize(
+    "method", ["domino", "george", "error_predictor", "worst_cluster", "neighbours"]
+)
 def test_each_method_finds_a_planted_failing_blob_on_the_other_half(method):
     fold, points, member = planted_fold()
     per_sample, _ = dataset_slices(
@@ -234,7 +237,7 @@ def test_the_gap_interval_covers_a_fixed_slices_true_gap():
 def test_with_nothing_planted_a_found_slice_is_significant_in_about_five_percent():
     # Failures independent of everything: whatever slice one half finds, the other half's
     # one-sided test of its gap rejects at about the nominal 5 %. The argument is the same
-    # for every method, so the draws are pooled: 4 methods × 80 draws (5 % ± 2.4 points).
+    # for every method, so the draws are pooled: 5 methods × 80 draws (5 % ± 2.2 points).
     rng = np.random.default_rng(11)
     rejected = []
     for draw in range(80):
@@ -353,6 +356,21 @@ def test_slice_profile_names_the_over_represented_level_and_the_median():
     inside = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
     assert slice_profile(inside, metadata) == "site B 100 % (40 % overall); age 7 (4.5 overall)"
     assert slice_profile(inside, metadata.iloc[:, :0]) == ""
+
+
+def test_slice_profile_within_each_class_names_what_the_overall_share_hides():
+    # A shortcut slice: class 1 without the marker and class 0 with it. Overall its marker
+    # share is the dataset's (50 %); within each class it is what sets the slice apart.
+    classes = np.repeat([0, 1], 20)
+    marker = np.array(["no"] * 18 + ["yes"] * 2 + ["yes"] * 18 + ["no"] * 2)
+    inside = np.zeros(40, dtype=bool)
+    inside[[18, 19, 38, 39]] = True
+    metadata = pd.DataFrame({"marker": marker})
+    text = slice_profile(inside, metadata, classes)
+    assert text.startswith("marker ")
+    assert "within class 0 (2 of them): marker yes 100 % (10 % in the class)" in text
+    assert "within class 1 (2 of them): marker no 100 % (10 % in the class)" in text
+    assert slice_profile(inside, metadata) == text.split("; within")[0]
 
 
 def slice_rows(p_values, gaps=(0.2, 0.1, 0.05)):

@@ -40,6 +40,7 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
         "domino": {"components": 25, "gamma": 1},
         "george": {"components": 6},
         "error_predictor": {"c": 0.1},
+        "neighbours": {"k": 25},
     }
     assert "report" not in TINY_STUDY
     assert study.datasets == ["digitvalue", "udigits"]
@@ -195,6 +196,7 @@ def test_params_hold_the_slice_that_changes_a_result():
             "subgroup_heatmap",
             "cluster_pictures",
             "validation_figure",
+            "validation_dose_response",
             "slices_figure",
         },
         "bootstrap": {"summarize"},

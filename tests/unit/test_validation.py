@@ -12,13 +12,12 @@ from hetcv.validation import (
     ceiling,
     chosen_settings,
     half_recovery,
-    paired_difference,
     scored_table,
     setting_label,
     split_roles,
-    summary_markdown,
     tune,
 )
+from hetcv.validation_report import paired_difference, summary_markdown
 
 CLUSTERING = {"algorithm": "kmeans", "k": 4, "fcm": {"m": 2.0, "error": 1e-5, "maxiter": 100}}
 

@@ -80,10 +80,11 @@ def test_validation_study_plans_the_benchmark(tmp_path):
     result = snakemake(workdir, "validate", "--configfile", str(config), "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    # Tuning: 5 planted settings × 2 seeds; test: 6 settings × 5 seeds; n = all, 2 folds.
-    assert counts["train"] == (5 * 2 + 6 * 5) * 2
+    # Tuning: 4 mechanisms × 2 seeds; test: 4 strong rungs and 2 nulls × 5 seeds; 2 folds.
+    assert counts["train"] == (4 * 2 + 6 * 5) * 2
     assert "cluster" not in counts  # the benchmark's methods run inside the validation job
     assert counts["validation"] == 1 and counts["validation_figure"] == 1
+    assert counts["validation_dose_response"] == 1
 
 
 def test_validate_without_planted_datasets_says_which_config_to_use(tmp_path):
@@ -99,7 +100,7 @@ def tiny_validation_study() -> dict:
     study = yaml.safe_load((PROJECT / "config" / "validation.yaml").read_text())
     study["datasets"] = {
         name: {**study["datasets"][name], "sample_sizes": [300], "folds": 2}
-        for name in ("tune3_rare10_s1", "rare10_s1", "balanced_s1")
+        for name in ("tune_marker97_s1", "marker97_s1", "none_s1")
     }
     for settings in study["datasets"].values():
         settings["train"] = {"epochs": 1, "batch_size": 32, "lr": 0.001}
@@ -114,19 +115,22 @@ def test_validate_tunes_then_writes_the_table_the_summary_and_the_figure(tmp_pat
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = workdir / "results" / "validation"
     tuning = pd.read_csv(out / "tuning.csv")
-    assert set(tuning["dataset"]) == {"tune3_rare10_s1"}
-    assert set(tuning["method"]) == {"domino", "george", "error_predictor", "worst_cluster"}
+    assert set(tuning["dataset"]) == {"tune_marker97_s1"}
+    methods = {"domino", "george", "error_predictor", "worst_cluster", "neighbours"}
+    assert set(tuning["method"]) == methods
     table = pd.read_csv(out / "table.csv")
-    assert set(table["dataset"]) == {"rare10_s1", "balanced_s1"}
-    assert len(table) == 2 * 7  # test datasets × (4 methods + 3 baselines)
-    rare = table[table["setting"] == "rare 10%"].set_index("method")
-    assert rare[["auroc", "precision_at_10", "precision_at_25"]].notna().all().all()
-    # 10 % of the class (digits >= 5) is planted; about half the dataset is that class.
-    assert 0.03 < rare.loc["domino", "planted_share"] < 0.08
+    assert set(table["dataset"]) == {"marker97_s1", "none_s1"}
+    assert len(table) == 2 * 10  # test datasets × (5 methods + 4 baselines + the ceiling)
+    marker = table[table["setting"] == "marker ρ=0.97"].set_index("method")
+    assert marker[["auroc", "precision_at_10", "within_auroc"]].notna().all().all()
+    # ρ = 0.97: 3 % of the images are bias-conflicting (planted).
+    assert 0.01 < marker.loc["domino", "planted_share"] < 0.06
+    assert {"gate_gap", "strong", "index_debiased_cv"} <= set(table.columns)
     assert table.loc[table["setting"] == "nothing planted", "auroc"].isna().all()
     summary = (out / "summary.md").read_text()
     assert "Default method (best tuning precision@10)" in summary
     assert (out / "figure.png").stat().st_size > 0
+    assert (out / "dose_response.png").stat().st_size > 0
 
 
 def test_a_dry_run_reads_no_image_of_a_50000_image_npz(tmp_path):
