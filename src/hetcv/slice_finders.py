@@ -401,7 +401,8 @@ def neighbours(fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: 
     Within each true class, the ``k`` nearest fitting-half samples in the embedding (a
     fitting-half sample leaves itself out); their failure rate, shrunk to the fitting half's
     by :data:`PRIOR_SAMPLES`, is the score, with the nearest fifth's rate as a tie-break. The
-    slice is the samples whose score is in the fitting half's top :data:`TOP_SHARE`: a local
+    slice is the samples scoring strictly above the fitting half's top-:data:`TOP_SHARE` cut
+    (at most that share; fewer where the rates tie): a local
     error-rate estimate, so a small pocket of failures (a missing marker, a second scanner)
     ranks first however the rest of the class is spread.
     """
@@ -423,7 +424,10 @@ def neighbours(fit: SliceInputs, evaluation: SliceInputs, settings: dict, seed: 
                 evaluation.embedding[evaluation_rows], n_neighbors=width, return_distance=False
             )
             evaluation_score[evaluation_rows] = _local_rate(failure[found], prior)
-    return top_share_slice(fit_score, evaluation_score)
+    # The local rates are discrete: most samples of an accurate model share the lowest one,
+    # which a ">= the 90th percentile" cut would let into the slice. Strictly above the cut.
+    cut = np.quantile(fit_score, 1.0 - TOP_SHARE)
+    return SliceScores(np.where(evaluation_score > cut, 0, -1), evaluation_score)
 
 
 CONFIDENCE_BINS = 10

@@ -95,12 +95,7 @@ def permuted_cluster_metrics(
         Cluster of each sample, integers in 0..k-1.
     permuted_score : ndarray of shape (n_permutations, n_samples)
         ``score[permutation]`` for each permutation.
-    k : int
-        Number of clusters.
-    metric : ClusterMetric
-        Which metric to compute.
-    classes : ndarray of shape (n_samples,) or None, default=None
-        Class codes, for balanced accuracy and AUROC.
+    k, metric, classes : see :func:`cluster_metrics`
 
     Returns
     -------

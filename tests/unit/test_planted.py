@@ -141,3 +141,16 @@ def test_confidence_bins_rank_the_least_confident_failing_bin_first():
     worst = found.slice == 0
     assert worst.any() and (confidence[evaluation][worst] < 0.56).all()
     assert np.argmax(found.score) == 0  # the least confident evaluation sample
+
+
+def test_neighbours_slice_stays_small_when_most_samples_share_the_lowest_rate():
+    # An accurate model: 0.5 % fail, so over 90 % have no failing neighbour and tie.
+    rng = np.random.default_rng(3)
+    n = 2000
+    embedding = rng.normal(size=(n, 4))
+    classes = rng.integers(0, 2, n)
+    failure = rng.random(n) < 0.005
+    data = inputs(embedding, classes, failure)
+    fit, evaluation = np.arange(n) % 2 == 0, np.arange(n) % 2 == 1
+    found = neighbours(data.take(fit), data.take(evaluation), {"k": 10}, seed=0)
+    assert 0 < (found.slice == 0).mean() <= 0.15

@@ -34,13 +34,13 @@ def test_the_tiny_study_resolves_with_the_schema_defaults():
     }
     assert study.config["validation"] == {"tuning_digit": 3, "embeddings": ["model", "pixels"]}
     assert study.config["slices"] == {
-        "method": "domino",
+        "method": "neighbours",
         "embedding": "model",
         "pca_components": 10,
         "domino": {"components": 25, "gamma": 1},
         "george": {"components": 6},
         "error_predictor": {"c": 0.1},
-        "neighbours": {"k": 25},
+        "neighbours": {"k": 10},
     }
     assert "report" not in TINY_STUDY
     assert study.datasets == ["digitvalue", "udigits"]

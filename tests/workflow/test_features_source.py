@@ -148,7 +148,7 @@ def test_where_it_hurts_names_the_weak_blob_from_held_out_halves(features_run):
     workdir, _ = features_run
     per_sample = pd.read_csv(workdir / "results/mine/slices_per_sample.csv")
     assert list(per_sample.columns) == PER_SAMPLE_COLUMNS
-    assert len(per_sample) == sum(SIZES) * 7  # every held-out sample, once per method
+    assert len(per_sample) == sum(SIZES) * 9  # every held-out sample, once per method
     halves = per_sample.groupby(["n", "fold", "method"])["half"].agg(lambda h: h.mean())
     assert halves.between(0.4, 0.6).all()
     slices = pd.read_parquet(workdir / "results/mine/summary/slices.parquet")
