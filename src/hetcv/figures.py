@@ -270,7 +270,8 @@ def figure4(cv, selected, style, dataset) -> Figure:
 def figure5(cv, fold_cv, correlation, selected, metric, style, dataset) -> Figure:
     """The paper's Figure 5: test metric vs CV, one point per sample size, faint per fold.
 
-    The Pearson r and permutation p of every correlation level are printed in a corner.
+    The Pearson r and permutation p of every correlation level are printed below the axes,
+    where they hide no point.
 
     Parameters
     ----------
@@ -296,6 +297,11 @@ def figure5(cv, fold_cv, correlation, selected, metric, style, dataset) -> Figur
     """
     figure, axes = new_figure(style)
     axis = axes[0, 0]
+    # A strip below the plot holds the correlations and the legend (inside the axes they
+    # covered points).
+    axis.set_position([0.12, 0.40, 0.84, 0.52])
+    caption = figure.add_axes([0.12, 0.0, 0.84, 0.22])
+    caption.axis("off")
     folds = select(fold_cv, selected)
     axis.scatter(
         folds["cv"],
@@ -323,19 +329,12 @@ def figure5(cv, fold_cv, correlation, selected, metric, style, dataset) -> Figur
             f"Pearson r = {row['pearson']:.2f}, permutation p = "
             f"{row['pearson_perm_p']:.2g}"
         )
-    axis.text(
-        0.02,
-        0.02,
-        "\n".join(lines),
-        transform=axis.transAxes,
-        fontsize="small",
-        va="bottom",
-        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
-    )
+    caption.text(0.0, 0.0, "\n".join(lines), fontsize="small", va="bottom")
     axis.set_xlabel("coefficient of variation of cluster metrics (%)")
     axis.set_ylabel(metric_label(metric))
     axis.set_title(f"{dataset}: {metric_label(metric)} against heterogeneity (CV)")
-    axis.legend(fontsize="small", loc="upper right")
+    handles, labels = axis.get_legend_handles_labels()
+    caption.legend(handles, labels, fontsize="small", loc="upper left", ncol=2, frameon=False)
     return figure
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
+from hetcv.figures import figure5
 from hetcv.slices_figure import SLICE_IMAGES, figure_slices
 from hetcv.validation_dose_response import figure_dose_response
 from hetcv.validation_figure import figure_validation
@@ -113,3 +114,56 @@ def test_the_overlap_check_sees_a_label_over_an_image():
     assert "'on the image' over an image" in found
     # and cramped tick labels, text over text
     assert any(" over '" in entry for entry in found)
+
+
+def points_under_texts(figure) -> list[str]:
+    """Texts and legends inside an axes (not a point's own label) that cover a plotted point."""
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    found = []
+    for axis in figure.get_axes():
+        offsets = [c.get_offset_transform().transform(c.get_offsets()) for c in axis.collections]
+        points = np.vstack([o for o in offsets if len(o)] or [np.zeros((0, 2))])
+        covers = [t for t in axis.texts if t.get_text().strip() and not hasattr(t, "xyann")]
+        covers += [axis.get_legend()] if axis.get_legend() else []
+        for cover in covers:
+            box = cover.get_window_extent(renderer)
+            inside = (
+                (points[:, 0] >= box.x0)
+                & (points[:, 0] <= box.x1)
+                & (points[:, 1] >= box.y0)
+                & (points[:, 1] <= box.y1)
+            )
+            if inside.any():
+                found.append(f"{type(cover).__name__} over {inside.sum()} points")
+    return found
+
+
+def test_figure5_keeps_its_correlations_off_the_points_and_the_labels():
+    # Points in every corner of the plot, where a text box inside the axes would sit.
+    selected = {"algorithm": "fcm", "k": 4}
+    sizes = [100, 300, 900, 1800]
+    cv = pd.DataFrame(
+        {"algorithm": "fcm", "k": 4, "n": sizes, "cv": [1.0, 9.0, 1.2, 8.8]}
+        | {"test_metric": [0.80, 0.82, 0.97, 0.99]}
+    )
+    fold_cv = pd.DataFrame(
+        [
+            {"algorithm": "fcm", "k": 4, "n": n, "fold": f, "cv": c + f / 4, "test_metric": m}
+            for n, c, m in zip(sizes, cv["cv"], cv["test_metric"], strict=True)
+            for f in range(4)
+        ]
+    )
+    correlation = pd.DataFrame(
+        {
+            "level": ["sample_size", "sample_size_debiased", "fold"],
+            "n_points": [4, 4, 16],
+            "pearson": [-0.5, -0.4, -0.3],
+            "pearson_perm_p": [0.3, 0.4, 0.2],
+        }
+    )
+    figure = figure5(cv, fold_cv, correlation, selected, "accuracy", STYLE, "toy")
+    assert points_under_texts(figure) == []
+    assert overlaps(figure) == []
+    captions = [t.get_text() for axis in figure.get_axes() for t in axis.texts]
+    assert any("Pearson r = -0.50" in text for text in captions)
