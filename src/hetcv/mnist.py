@@ -32,7 +32,9 @@ import functools
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import gaussian_filter
 
+from hetcv.columns import NULL_SETTING
 from hetcv.digits import binary_digit_label, rare_subsample
 from hetcv.errors import HetcvError
 from hetcv.seeding import derive_seed
@@ -105,8 +107,6 @@ def add_patch(image: np.ndarray, corner: str) -> np.ndarray:
 
 def rescanned(image: np.ndarray, scanner: dict, seed: int) -> np.ndarray:
     """``image`` as the second scanner renders it: lower contrast, blur, raised floor, noise."""
-    from scipy.ndimage import gaussian_filter
-
     rng = np.random.default_rng(seed)
     pixels = gaussian_filter(image.astype(np.float64), scanner["blur"])
     pixels = scanner["background"] + scanner["contrast"] * pixels
@@ -208,8 +208,6 @@ def mnist_source(source: dict, seed: int):
 
 def setting_label(source: dict) -> str:
     """``marker ρ=0.97``, ``shift 5%``, ``rare 2.5%``, ``noisy 30%`` or the null's label."""
-    from hetcv.columns import NULL_SETTING
-
     mechanism = source["mechanism"]
     if is_null(source):
         return NULL_SETTING if mechanism == "none" else f"{mechanism} null"

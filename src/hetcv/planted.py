@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 STRONG_GAP = 0.15
 STRONG_COUNT = 50
@@ -56,8 +58,6 @@ def within_class_auroc(score: np.ndarray, member: np.ndarray, classes: np.ndarra
     float
         NaN when no class holds both members and non-members.
     """
-    from sklearn.metrics import roc_auc_score
-
     member = np.asarray(member, dtype=bool)
     values = []
     for value in np.unique(classes):
@@ -160,8 +160,6 @@ def membership_ceiling(
         Predicted probability of membership (the fitting half's class share where a class of
         the fitting half holds no member or no other sample).
     """
-    from sklearn.linear_model import LogisticRegression
-
     member = np.asarray(member, dtype=bool)
     score = np.zeros(len(member))
     for measured in (0, 1):

@@ -31,16 +31,22 @@ methods' precision@10 with a t interval over seeds.
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from hetcv import mnist
+from hetcv.clustering import fit_partition
 from hetcv.columns import NULL_SETTING
 from hetcv.errors import HetcvError
+from hetcv.io import atomic_path, write_csv
+from hetcv.metrics import dataset_metric
+from hetcv.partitions import SampleSize
 from hetcv.planted import class_profile, membership_ceiling, validity_gate, within_class_auroc
 from hetcv.seeding import derive_seed
+from hetcv.selected import fold_partitions, selected_statistics
 from hetcv.slice_finders import BASELINES, METHODS, principal_scores, standardised
 from hetcv.slices import fold_slices, fold_vectors, slice_summary
 from hetcv.subgroup_variants import recovery
@@ -370,10 +376,6 @@ def ladder_index(dataset: PlantedDataset, clustering: dict, seed: int) -> dict[s
         :data:`INDEX_COLUMNS`: the raw and the debiased CV (%), I², the permutation p-value
         and the confidence-calibrated one.
     """
-    from hetcv.clustering import fit_partition
-    from hetcv.metrics import dataset_metric
-    from hetcv.partitions import SampleSize
-    from hetcv.selected import fold_partitions, selected_statistics
 
     metric = dataset_metric("accuracy", dataset.target.to_numpy(), None)
     width = int(clustering.get("pca_components", PCA_GRID[0]))
@@ -426,7 +428,6 @@ def tune(
         One row per (method, candidate, dataset): ``method, settings`` (JSON), ``dataset``
         and :data:`RECOVERY`.
     """
-    import json
 
     rows = []
     for method in METHODS:
@@ -455,7 +456,6 @@ def chosen_settings(tuning: pd.DataFrame) -> tuple[dict[str, dict], str]:
     default : str
         The method whose best candidate scores highest.
     """
-    import json
 
     means = tuning.groupby(["method", "settings"])[["precision_at_10", "auroc"]].mean()
     means = means.sort_values(["precision_at_10", "auroc"], ascending=False, kind="stable")
@@ -584,7 +584,6 @@ def run_validation_job(inputs: dict, outputs: dict, params: dict) -> None:
         ``settings`` (dataset → source config), ``tuning_digit``, ``embeddings``,
         ``clustering`` (the selected one with ``fcm``) and ``seed``.
     """
-    from hetcv.io import atomic_path, write_csv
 
     datasets = load_datasets(inputs, params["settings"])
     tuning_sets, test_sets = split_roles(datasets, params.get("tuning_digit", 3))
